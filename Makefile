@@ -1,0 +1,32 @@
+# mlpsweep — the two commands a user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/mlpsweep run sweeps/examples/seed-1d.yaml
+
+test: install
+	sh tests/setup_system_deps.sh
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m 'not integration'
+
+bench: install
+	$(PY) bench/restarts.py
+	$(PY) bench/sweep.py --json bench/last-run.json
+
+clean:
+	rm -rf $(VENV) *.egg-info mlflow.db mlruns mlartifacts

@@ -1,0 +1,195 @@
+"""Benchmark: the sweep service against the training math alone (issue "Performance").
+
+Reference workload "seed-1d-64" (bench/seed-1d-64.yaml): seed-1d, 20 % validation; width 1–100
+log, depth 1–3, sigmoid/tanh/relu, adam/sgd (momentum 0.9), lr log 1e-3–1e-1; 10 restarts ×
+500 full-batch epochs (tol 0: every restart runs its 500 epochs unless it diverges); objective
+val MSE; 64 trials, TPE seed 0, 2 at once; full MLflow tracking with checkpoints.
+
+Three ways to run the same 64 configurations (taken from the service's own study):
+- service: ``mlpsweep run`` end to end (local Ray, SQLite MLflow and Optuna), wall time of the
+  whole command and of the sweep itself (first trial asked → last trial told);
+- plain loop: one process, restarts one after another with ``models.MLP`` and torch.optim,
+  as a notebook would;
+- batched loop: one process, each trial's restarts as one batched computation
+  (``models.train_restarts``): the cost of the math alone.
+Runs alternate over ``--reps`` repetitions; medians are reported. Also: tiny-trial throughput
+(1 restart, 20 epochs, width 8, 500 trials, full tracking) and concurrency 1 vs 2.
+
+    .venv/bin/python bench/sweep.py [--reps 3] [--tiny-trials 500] [--skip-plain]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models import MLP, load_dataset, train_restarts  # noqa: E402
+from models.training import restart_seed  # noqa: E402
+
+SPEC = ROOT / "bench" / "seed-1d-64.yaml"
+TINY = """\
+name: tiny
+method: random
+run_cap: {n}
+concurrency: 2
+seed: 0
+data: {{dataset: seed-1d, validation_fraction: 0.2}}
+parameters:
+  width: {{value: 8}}
+  activation: {{value: tanh}}
+  optimizer: {{value: adam}}
+  lr: {{distribution: log_uniform_values, min: 0.001, max: 0.1}}
+  restarts: {{value: 1}}
+  epochs: {{value: 20}}
+"""
+
+
+def run_service(spec: Path, folder: Path, *extra: str) -> dict:
+    """Run ``mlpsweep run`` in a fresh folder; wall times and per-trial math time."""
+    import optuna
+    from mlflow import MlflowClient
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--quiet", *extra], cwd=folder, env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    name = spec.stem if spec != SPEC else "seed-1d-64"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
+    trials = study.trials
+    sweep_wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], "tags.`mlpsweep.kind` = 'trial'", max_results=5000)
+    math_seconds = sum(r.data.metrics.get("train_seconds", 0.0) for r in runs)
+    complete = [t for t in trials if t.value is not None]
+    return {"wall": wall, "sweep_wall": sweep_wall, "math_seconds": math_seconds, "trials": len(trials),
+            "best_val": min(t.value for t in complete) if complete else math.nan, "study": study}
+
+
+def configs_of(study, spec_path: Path) -> list:
+    """The service's trial configurations, rebuilt exactly as its driver built them."""
+    from sweeps.driver import build_trial_config
+    from sweeps.spec import load_spec
+
+    spec = load_spec(spec_path)
+    return [build_trial_config(spec, t.number, t.user_attrs["config"], (1, 1)).train for t in study.trials]
+
+
+def plain_loop(configs: list, data) -> tuple[float, float]:
+    """Restarts one after another in plain PyTorch, with the same stopping rules."""
+    t0 = time.perf_counter()
+    best_val = math.inf
+    for c in configs:
+        best = (math.inf, math.inf)
+        for r in range(c.restarts):
+            model = MLP(c.sizes, c.activation, generator=torch.Generator().manual_seed(restart_seed(c.seed, r)))
+            if c.optimizer == "adam":
+                opt = torch.optim.Adam(model.parameters(), lr=c.learning_rate)
+            else:
+                opt = torch.optim.SGD(model.parameters(), lr=c.learning_rate, momentum=c.momentum)
+            prev = math.inf
+            for _ in range(c.max_epochs):
+                loss = ((model(data.X_train) - data.y_train) ** 2).mean()
+                value = loss.item()
+                if not math.isfinite(value) or value > 2 * prev:
+                    break
+                prev = value
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                train = ((model(data.X_train) - data.y_train) ** 2).mean().item()
+                val = ((model(data.X_val) - data.y_val) ** 2).mean().item()
+            if math.isfinite(train) and value <= 2 * prev and train < best[0]:
+                best = (train, val)
+        best_val = min(best_val, best[1])
+    return time.perf_counter() - t0, best_val
+
+
+def batched_loop(configs: list, data) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    best_val = math.inf
+    for c in configs:
+        result = train_restarts(c, data)
+        v = result.best(result.val_mse)
+        if v is not None and math.isfinite(v):
+            best_val = min(best_val, v)
+    return time.perf_counter() - t0, best_val
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--tiny-trials", type=int, default=500)
+    parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
+    rows: dict[str, list[float]] = {k: [] for k in ("service", "service_sweep", "plain", "batched", "overhead")}
+    best: dict[str, float] = {}
+    configs = None
+    with tempfile.TemporaryDirectory(prefix="mlpsweep-bench-") as tmp:
+        for rep in range(args.reps):
+            folder = Path(tmp) / f"service-{rep}"
+            folder.mkdir()
+            svc = run_service(SPEC, folder)
+            rows["service"].append(svc["wall"])
+            rows["service_sweep"].append(svc["sweep_wall"])
+            rows["overhead"].append(1 - (svc["math_seconds"] / 2) / svc["sweep_wall"])
+            best["service"] = svc["best_val"]
+            configs = configs or configs_of(svc["study"], SPEC)
+            order = ["batched", "plain"] if rep % 2 else ["plain", "batched"]
+            for which in order:
+                if which == "plain" and args.skip_plain:
+                    continue
+                seconds, val = (plain_loop if which == "plain" else batched_loop)(configs, data)
+                rows[which].append(seconds)
+                best[which] = val
+            print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items() if v), flush=True)
+        folder = Path(tmp) / "c1"
+        folder.mkdir()
+        c1 = run_service(SPEC, folder, "--concurrency", "1")
+        tiny_dir = Path(tmp) / "tiny"
+        tiny_dir.mkdir()
+        (tiny_dir / "tiny.yaml").write_text(TINY.format(n=args.tiny_trials))
+        tiny = run_service(tiny_dir / "tiny.yaml", tiny_dir)
+
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    figures = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+                   f"({torch.get_num_threads()} threads in the loops)",
+        "reps": args.reps,
+        "median_seconds": med,
+        "service_over_plain": med["plain"] / med["service"] if "plain" in med else None,
+        "service_sweep_over_plain": med["plain"] / med["service_sweep"] if "plain" in med else None,
+        "service_over_batched": med["service"] / med["batched"],
+        "service_sweep_over_batched": med["service_sweep"] / med["batched"],
+        "overhead_fraction": med["overhead"],
+        "best_val_mse": best,
+        "concurrency_1_sweep_seconds": c1["sweep_wall"],
+        "scaling_1_to_2": c1["sweep_wall"] / med["service_sweep"],
+        "tiny_trials_per_second_end_to_end": tiny["trials"] / tiny["wall"],
+        "tiny_trials_per_second_sweep": tiny["trials"] / tiny["sweep_wall"],
+    }
+    print(json.dumps(figures, indent=2, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

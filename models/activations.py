@@ -1,0 +1,143 @@
+"""Closed registry of activation functions, each with its derivative written out.
+
+The derivative is a function of the pre-activation ``z`` (not of ``a``), which is what the
+hand-written backward pass in :mod:`models.backprop` needs: ``delta_l = (...) * dphi(z_l)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "activation_names"]
+
+LEAKY_SLOPE = 0.01
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise nonlinearity phi and its derivative phi' (both of z)."""
+
+    name: str
+    fn: Callable[[Tensor], Tensor]
+    derivative: Callable[[Tensor], Tensor]
+    kinks: tuple[float, ...] = ()  # points where phi' is discontinuous (finite differences fail there)
+    # phi' computed from a = phi(z), where that is cheaper (the training engine's backward uses it).
+    derivative_from_output: Callable[[Tensor], Tensor] | None = None
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.fn(z)
+
+    def slope(self, z: Tensor | None, a: Tensor) -> Tensor:
+        """phi'(z), using the already computed ``a = phi(z)`` when that saves work (then ``z``
+        may be None: the caller need not keep it)."""
+        if self.derivative_from_output is not None:
+            return self.derivative_from_output(a)
+        assert z is not None, f"{self.name}: phi' needs the pre-activation z"
+        return self.derivative(z)
+
+
+def _sigmoid(z: Tensor) -> Tensor:
+    return torch.sigmoid(z)
+
+
+def _dsigmoid(z: Tensor) -> Tensor:
+    s = torch.sigmoid(z)
+    return s * (1.0 - s)
+
+
+def _tanh(z: Tensor) -> Tensor:
+    return torch.tanh(z)
+
+
+def _dtanh(z: Tensor) -> Tensor:
+    return 1.0 - torch.tanh(z) ** 2
+
+
+def _relu(z: Tensor) -> Tensor:
+    return torch.clamp(z, min=0.0)
+
+
+def _drelu(z: Tensor) -> Tensor:
+    return (z > 0).to(z.dtype)
+
+
+def _leaky_relu(z: Tensor) -> Tensor:
+    return torch.where(z > 0, z, LEAKY_SLOPE * z)
+
+
+def _dleaky_relu(z: Tensor) -> Tensor:
+    return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, LEAKY_SLOPE))
+
+
+def _elu(z: Tensor) -> Tensor:
+    return torch.where(z > 0, z, torch.expm1(torch.clamp(z, max=0.0)))
+
+
+def _delu(z: Tensor) -> Tensor:
+    return torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0.0)))
+
+
+def _gelu(z: Tensor) -> Tensor:  # exact (erf) GELU: z * Phi(z)
+    return z * 0.5 * (1.0 + torch.erf(z * _INV_SQRT2))
+
+
+def _dgelu(z: Tensor) -> Tensor:  # Phi(z) + z * pdf(z)
+    cdf = 0.5 * (1.0 + torch.erf(z * _INV_SQRT2))
+    pdf = _INV_SQRT2PI * torch.exp(-0.5 * z * z)
+    return cdf + z * pdf
+
+
+def _softplus(z: Tensor) -> Tensor:  # log(1 + e^z), written to be stable for large |z|
+    return torch.clamp(z, min=0.0) + torch.log1p(torch.exp(-torch.abs(z)))
+
+
+def _dsoftplus(z: Tensor) -> Tensor:
+    return torch.sigmoid(z)
+
+
+def _identity(z: Tensor) -> Tensor:
+    return z
+
+
+def _didentity(z: Tensor) -> Tensor:
+    return torch.ones_like(z)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("sigmoid", _sigmoid, _dsigmoid, derivative_from_output=lambda a: a * (1.0 - a)),
+        Activation("tanh", _tanh, _dtanh, derivative_from_output=lambda a: 1.0 - a * a),
+        Activation("relu", _relu, _drelu, kinks=(0.0,), derivative_from_output=lambda a: (a > 0).to(a.dtype)),
+        Activation("leaky_relu", _leaky_relu, _dleaky_relu, kinks=(0.0,)),
+        Activation("elu", _elu, _delu, kinks=(0.0,), derivative_from_output=lambda a: torch.where(a > 0, 1.0, a + 1.0)),
+        Activation("gelu", _gelu, _dgelu),
+        Activation("softplus", _softplus, _dsoftplus, derivative_from_output=lambda a: -torch.expm1(-a)),
+        Activation("identity", _identity, _didentity, derivative_from_output=torch.ones_like),
+    )
+}
+
+
+def activation_names() -> list[str]:
+    """Names of every registered activation, in registry order."""
+    return list(ACTIVATIONS)
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by name.
+
+    Raises:
+        ValueError: the name is not registered; the message lists the valid names.
+    """
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"activation: unknown {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None

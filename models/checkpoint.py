@@ -1,0 +1,150 @@
+"""Checkpoints: a state dict in the course's naming plus a small JSON of the architecture.
+
+``model.pt`` holds only tensors and is read with ``torch.load(..., weights_only=True)``, which
+refuses any pickle that would import or call code. ``architecture.json`` records the sizes, the
+activation and the SHA-256 of ``model.pt``; loading checks the digest before unpickling.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from models.mlp import MLP, canonical_architecture, validate_sizes
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_dict", "file_sha256",
+           "MODEL_FILE", "ARCH_FILE"]
+
+MODEL_FILE = "model.pt"
+ARCH_FILE = "architecture.json"
+FORMAT = "mlpsweep-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, tampered with, or not a plain state dict of the stated MLP."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    state_dict: Mapping[str, Tensor],
+    sizes: list[int] | tuple[int, ...],
+    activation: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model.pt`` and ``architecture.json`` into ``directory``.
+
+    Args:
+        directory: created if missing.
+        state_dict: ``{"0_weight": (fan_in, fan_out), "0_bias": (fan_out,), ...}``.
+        sizes, activation: the architecture.
+        extra: small JSON-able metadata stored beside the architecture (e.g. the trial config).
+
+    Returns:
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sizes = validate_sizes(sizes)
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    _check_state(plain, sizes)
+    model_path = directory / MODEL_FILE
+    torch.save(plain, model_path)
+    meta = {
+        "format": FORMAT,
+        "architecture": canonical_architecture(sizes, activation),
+        "sizes": list(sizes),
+        "activation": activation,
+        "parameters": {k: list(v.shape) for k, v in plain.items()},
+        "sha256": file_sha256(model_path),
+        **({"extra": dict(extra)} if extra else {}),
+    }
+    (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return directory
+
+
+def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:
+    expected: dict[str, tuple[int, ...]] = {}
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        expected[f"{l}_weight"] = (fan_in, fan_out)
+        expected[f"{l}_bias"] = (fan_out,)
+    if set(state) != set(expected):
+        raise CheckpointError(
+            f"checkpoint: parameters {sorted(state)} do not match architecture {list(sizes)} "
+            f"(expected {sorted(expected)})"
+        )
+    for name, shape in expected.items():
+        value = state[name]
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise CheckpointError(f"checkpoint: {name} is not a floating-point tensor")
+        if tuple(value.shape) != shape:
+            raise CheckpointError(f"checkpoint: {name} has shape {tuple(value.shape)}, expected {shape}")
+
+
+def load_state_dict(directory: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict[str, Tensor], dict]:
+    """Read and check a checkpoint without building the model.
+
+    Args:
+        directory: holds ``model.pt`` and ``architecture.json``.
+        expected_sha256: a digest recorded elsewhere (e.g. in MLflow); must match too.
+
+    Returns:
+        ``(state_dict, architecture_metadata)``.
+
+    Raises:
+        CheckpointError: missing files, a digest mismatch, a pickle that is not a plain tensor
+            dict (``weights_only=True`` refuses it before any code runs), or wrong shapes.
+    """
+    directory = Path(directory)
+    arch_path, model_path = directory / ARCH_FILE, directory / MODEL_FILE
+    if not arch_path.is_file() or not model_path.is_file():
+        raise CheckpointError(f"checkpoint: {directory} needs both {MODEL_FILE} and {ARCH_FILE}")
+    try:
+        meta = json.loads(arch_path.read_text())
+        sizes = validate_sizes(meta["sizes"])
+        activation = str(meta["activation"])
+        recorded = str(meta["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint: {arch_path} is not a valid architecture file ({exc})") from None
+    actual = file_sha256(model_path)
+    for label, want in (("architecture.json", recorded), ("the tracking store", expected_sha256)):
+        if want is not None and want != actual:
+            raise CheckpointError(
+                f"checkpoint: {model_path} has SHA-256 {actual[:12]}…, but {label} records {want[:12]}…; "
+                "refusing to load a file that changed"
+            )
+    try:
+        state = torch.load(model_path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint: {model_path} is not a plain tensor state dict; refused ({first[:200]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint: {model_path} holds {type(state).__name__}, expected a state dict")
+    _check_state(state, sizes)
+    meta["activation"] = activation
+    return state, meta
+
+
+def load_checkpoint(directory: str | os.PathLike, expected_sha256: str | None = None) -> MLP:
+    """Load a checkpoint written by :func:`save_checkpoint` into a fresh :class:`MLP`.
+
+    Raises:
+        CheckpointError: see :func:`load_state_dict`.
+    """
+    state, meta = load_state_dict(directory, expected_sha256)
+    model = MLP(meta["sizes"], meta["activation"])
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    return model

@@ -1,0 +1,692 @@
+"""The training engine: every restart of an architecture trained at once.
+
+The gradient optimizers (adam, sgd, rmsprop) train all restarts as one batched computation:
+each parameter is stacked with a leading row dimension R and the forward is a batched matmul.
+Rows are independent — a restart's init and mini-batch order depend only on its own seed — so a
+row trains exactly as it would alone, and a row that diverges is frozen and excluded without
+touching the others. Rows may also come from several trials of the same shape (co-batching),
+each with its own learning rate, momentum, L2 penalty, epoch budget and tolerance.
+
+The quasi-Newton optimizers (torch ``lbfgs``, scipy ``bfgs`` and ``lbfgsb``) are inherently
+sequential per restart (line searches, curvature history), so they loop over rows.
+
+Selection follows the course: the restart with the lowest *training* MSE wins.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.activations import get_activation
+from models.data import Dataset
+from models.mlp import validate_sizes
+
+__all__ = [
+    "OPTIMIZERS",
+    "BATCHED_OPTIMIZERS",
+    "TrainConfig",
+    "TrainResult",
+    "StackTrainer",
+    "Progress",
+    "train_restarts",
+    "restart_seed",
+    "stack_key",
+]
+
+BATCHED_OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SEQUENTIAL_OPTIMIZERS = ("lbfgs", "bfgs", "lbfgsb")
+OPTIMIZERS = BATCHED_OPTIMIZERS + SEQUENTIAL_OPTIMIZERS
+DEFAULT_LR = {"adam": 0.01, "sgd": 0.01, "rmsprop": 0.01, "lbfgs": 0.5, "bfgs": 1.0, "lbfgsb": 1.0}
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+RMSPROP_ALPHA = 0.99
+RMSPROP_EPS = 1e-8
+LBFGS_HISTORY = 1000
+SCIPY_GTOL = 1e-6
+
+# Row statuses. Diverged rows are excluded from selection.
+CONVERGED, MAX_EPOCHS, PRUNED, RUNNING = "converged", "max_epochs", "pruned", "running"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One trial's training recipe (everything but the data).
+
+    Args:
+        sizes: ``[d_in, h1, ..., d_out]``.
+        activation: a registered activation name.
+        optimizer: one of :data:`OPTIMIZERS`.
+        lr: learning rate; ``None`` takes the optimizer's default (:data:`DEFAULT_LR`).
+        momentum: SGD / RMSprop momentum.
+        nesterov: Nesterov momentum for SGD (needs momentum > 0).
+        weight_decay: L2 penalty λ·Σ‖W‖² over the weights (not biases) added to the objective.
+        batch_size: ``None`` for full batch, 1 for single-sample SGD, else mini-batches.
+        max_epochs: epoch budget (scipy: iteration budget).
+        restarts: independent random initialisations; the lowest training MSE wins.
+        tol: stop a restart when its objective changes by less than this between epochs.
+        seed: base seed; restart ``r`` uses :func:`restart_seed` ``(seed, r)``.
+    """
+
+    sizes: tuple[int, ...]
+    activation: str = "sigmoid"
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int | None = None
+    max_epochs: int = 2000
+    restarts: int = 10
+    tol: float = 1e-6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", validate_sizes(self.sizes))
+        get_activation(self.activation)
+        problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer: unknown {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr: must be a finite number > 0, got {self.lr!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            problems.append(f"momentum: must be in [0, 1), got {self.momentum!r}")
+        if self.nesterov and self.momentum <= 0:
+            problems.append("nesterov: needs momentum > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append(f"batch_size: must be >= 1 or None (full batch), got {self.batch_size!r}")
+        if self.max_epochs < 1:
+            problems.append(f"max_epochs: must be >= 1, got {self.max_epochs!r}")
+        if self.restarts < 1:
+            problems.append(f"restarts: must be >= 1, got {self.restarts!r}")
+        if not self.tol >= 0:
+            problems.append(f"tol: must be >= 0, got {self.tol!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+
+def stack_key(config: TrainConfig) -> tuple:
+    """Configs with equal keys can share one batched computation (co-batching)."""
+    batched = config.optimizer in BATCHED_OPTIMIZERS
+    return (config.sizes, config.activation, config.optimizer, config.batch_size, config.nesterov, batched)
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of restart ``restart`` under base ``seed``: independent of how many restarts run."""
+    return int(np.random.SeedSequence([int(seed) & (2**63 - 1), int(restart)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Everything one trial's training produced.
+
+    Per-restart tuples are indexed by restart. Diverged restarts have NaN MSEs and a status
+    starting with ``"diverged"`` (e.g. ``"diverged: nan_loss at epoch 12"``).
+    """
+
+    config: TrainConfig
+    train_mse: tuple[float, ...]
+    val_mse: tuple[float, ...]
+    test_mse: tuple[float, ...] | None
+    status: tuple[str, ...]
+    epochs: tuple[int, ...]
+    train_curves: tuple[tuple[float, ...], ...]
+    val_curves: tuple[tuple[float, ...], ...]
+    best_restart: int | None
+    state_dict: dict[str, Tensor] | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.best_restart is not None
+
+    @property
+    def pruned(self) -> bool:
+        return any(s == PRUNED for s in self.status)
+
+    def best(self, values: Sequence[float] | None) -> float | None:
+        if values is None or self.best_restart is None:
+            return None
+        return values[self.best_restart]
+
+    @property
+    def failure_reason(self) -> str | None:
+        if self.ok:
+            return None
+        reasons = sorted({s for s in self.status})
+        return f"all {len(self.status)} restarts diverged ({'; '.join(reasons)[:300]})"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot after :meth:`StackTrainer.advance`: per config, where training stands."""
+
+    epoch: int
+    done: tuple[bool, ...]
+    train_mse: tuple[float, ...]  # per config: the current leader's training MSE (NaN if none)
+    val_mse: tuple[float, ...]  # per config: val MSE of the restart leading on training MSE
+
+
+@dataclass
+class _Data:
+    X_train: Tensor
+    y_train: Tensor
+    X_val: Tensor
+    y_val: Tensor
+    X_test: Tensor
+    y_test: Tensor
+
+
+def _mse(pred: Tensor, y: Tensor) -> Tensor:
+    """Mean over samples and outputs, per row: (R, N, D) vs (N, D) -> (R,)."""
+    return ((pred - y) ** 2).mean(dim=(-2, -1))
+
+
+class StackTrainer:
+    """Trains a stack of rows (restarts of one or several same-shape configs) epoch by epoch.
+
+    Use :func:`train_restarts` for the common case. The class exists so that a worker can
+    advance training in chunks and let the sweep driver prune between chunks.
+
+    Args:
+        configs: one or more configs with equal :func:`stack_key`.
+        data: the dataset (train/val/test tensors).
+        device: torch device for the math.
+        dtype: float32 (default) or float64.
+        restart_ids: train only these restart indices of every config (default: all), e.g. to
+            reproduce one restart of a trial alone.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[TrainConfig],
+        data: Dataset,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        restart_ids: Sequence[int] | None = None,
+    ) -> None:
+        if not configs:
+            raise ValueError("configs: need at least one TrainConfig")
+        keys = {stack_key(c) for c in configs}
+        if len(keys) != 1:
+            raise ValueError("configs: co-batched configs must share sizes, activation, optimizer and batch_size")
+        first = configs[0]
+        if data.X_train.shape[1] != first.sizes[0] or data.y_train.shape[1] != first.sizes[-1]:
+            raise ValueError(
+                f"sizes: the dataset has {data.X_train.shape[1]} inputs and {data.y_train.shape[1]} outputs, "
+                f"the network {first.sizes[0]} and {first.sizes[-1]}"
+            )
+        if data.X_train.shape[0] == 0:
+            raise ValueError("data: the training set is empty")
+        self.configs = tuple(configs)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.act = get_activation(first.activation)
+        self.sizes = first.sizes
+        self.optimizer = first.optimizer
+        self.batch_size = first.batch_size
+        self.nesterov = first.nesterov
+        self._t0 = time.perf_counter()
+        self._seconds = 0.0
+        put = lambda t: t.to(device=self.device, dtype=dtype)  # noqa: E731
+        self.data = _Data(
+            put(data.X_train), put(data.y_train), put(data.X_val), put(data.y_val), put(data.X_test), put(data.y_test)
+        )
+        # Row bookkeeping: row -> (config index, restart index).
+        self.owner: list[tuple[int, int]] = [
+            (ci, r) for ci, c in enumerate(configs) for r in (range(c.restarts) if restart_ids is None else restart_ids)
+        ]
+        R = len(self.owner)
+        self.R = R
+        seeds = [restart_seed(configs[ci].seed, r) for ci, r in self.owner]
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        # All parameters of all rows live in one flat buffer (R, P); self.params are views of it:
+        # [W0 (R, fan_in, fan_out), b0 (R, 1, fan_out), W1, b1, ...].
+        self.flat, self.params = self._init_stack()
+        row = lambda f: torch.tensor([f(configs[ci]) for ci, _ in self.owner], dtype=dtype, device=self.device)  # noqa: E731
+        self.lr = row(lambda c: c.learning_rate)
+        self.momentum = row(lambda c: c.momentum)
+        self.weight_decay = row(lambda c: c.weight_decay)
+        self._l2 = bool((self.weight_decay > 0).any())
+        self._momentum = bool((self.momentum > 0).any())
+        self._slope_from_output = self.act.derivative_from_output is not None
+        self.tol = [configs[ci].tol for ci, _ in self.owner]
+        self.max_epochs = [configs[ci].max_epochs for ci, _ in self.owner]
+        self.status = [RUNNING] * R
+        self.epochs = [0] * R
+        self.prev_obj = [math.inf] * R
+        self.train_curves: list[list[float]] = [[] for _ in range(R)]
+        self.val_curves: list[list[float]] = [[] for _ in range(R)]
+        self.epoch = 0
+        self._state: dict[str, Tensor] = {}
+        self._cast: dict[str, tuple[Tensor, Tensor]] = {}
+        self._lbfgs: dict[int, tuple[torch.optim.LBFGS, list[Tensor]]] = {}
+        self._step = 0
+
+    # ----------------------------------------------------------------- set-up
+    def _init_stack(self) -> tuple[Tensor, list[Tensor]]:
+        from models.mlp import init_parameters
+
+        per_row = [init_parameters(self.sizes, g, torch.float32) for g in self.generators]
+        flat = torch.stack([torch.cat([t.reshape(-1) for t in p.values()]) for p in per_row])
+        flat = flat.to(self.device, self.dtype)  # (R, P)
+        views, offset = [], 0
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
+            for shape in ((fan_in, fan_out), (1, fan_out)):
+                n = shape[0] * shape[1]
+                views.append(flat[:, offset : offset + n].view(self.R, *shape))
+                offset += n
+        return flat, views
+
+    # ----------------------------------------------------------------- math
+    def forward(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
+        """Batched forward: X (N, d) shared or (R, N, d) per row -> (R, N, d_out)."""
+        a = X
+        L = len(params) // 2
+        for l in range(L):
+            W, b = params[2 * l], params[2 * l + 1]
+            z = torch.matmul(a, W) + b  # (R, N, fan_out)
+            a = self.act.fn(z) if l < L - 1 else z
+        return a
+
+    def _penalty(self, params: Sequence[Tensor]) -> Tensor:
+        """λ·Σ‖W‖² per row: (R,)."""
+        total = torch.zeros(params[0].shape[0], dtype=self.dtype, device=self.device)
+        for W in params[0::2]:
+            total = total + (W**2).sum(dim=(-2, -1))
+        return self.weight_decay * total
+
+    def _evaluate(self, X: Tensor, y: Tensor) -> list[float]:
+        if X.shape[0] == 0:
+            return [math.nan] * self.R
+        with torch.no_grad():
+            return _mse(self.forward(self.params, X), y).tolist()
+
+    # ----------------------------------------------------------------- public
+    @property
+    def active(self) -> list[bool]:
+        return [s == RUNNING for s in self.status]
+
+    def done(self) -> bool:
+        return not any(self.active)
+
+    def advance(self, until_epoch: int | None = None) -> Progress:
+        """Train until every row stopped or ``until_epoch`` epochs have run.
+
+        Returns:
+            A :class:`Progress` snapshot for pruning decisions.
+        """
+        t0 = time.perf_counter()
+        target = max(self.max_epochs) if until_epoch is None else until_epoch
+        if self.optimizer in BATCHED_OPTIMIZERS:
+            while self.epoch < target and not self.done():
+                self._batched_epoch()
+        else:
+            self._sequential(target)
+        self._seconds += time.perf_counter() - t0
+        return self.progress()
+
+    def prune(self, config_index: int) -> None:
+        """Stop every still-running row of one config (the driver pruned that trial)."""
+        for row, (ci, _) in enumerate(self.owner):
+            if ci == config_index and self.status[row] == RUNNING:
+                self.status[row] = PRUNED
+
+    def progress(self) -> Progress:
+        done, train, val = [], [], []
+        for ci in range(len(self.configs)):
+            rows = [r for r, (c, _) in enumerate(self.owner) if c == ci]
+            done.append(all(self.status[r] != RUNNING for r in rows))
+            live = [r for r in rows if self.train_curves[r] and math.isfinite(self.train_curves[r][-1])
+                    and not self.status[r].startswith("diverged")]
+            if live:
+                lead = min(live, key=lambda r: self.train_curves[r][-1])
+                train.append(self.train_curves[lead][-1])
+                val.append(self.val_curves[lead][-1] if self.val_curves[lead] else math.nan)
+            else:
+                train.append(math.nan)
+                val.append(math.nan)
+        return Progress(self.epoch, tuple(done), tuple(train), tuple(val))
+
+    def rows_of(self, config_index: int) -> list[int]:
+        return [r for r, (c, _) in enumerate(self.owner) if c == config_index]
+
+    def results(self) -> list[TrainResult]:
+        """Finish every config (rows still running are out of budget); one result per config."""
+        return [self.result(ci) for ci in range(len(self.configs))]
+
+    def result(self, config_index: int) -> TrainResult:
+        """Finish one config (its rows still running are out of budget) and build its result;
+        the other configs of the stack are untouched and may train on."""
+        rows = self.rows_of(config_index)
+        for r in rows:
+            if self.status[r] == RUNNING:
+                self.status[r] = MAX_EPOCHS
+        train = self._evaluate(self.data.X_train, self.data.y_train)
+        val = self._evaluate(self.data.X_val, self.data.y_val)
+        test = self._evaluate(self.data.X_test, self.data.y_test)
+        for r in rows:
+            if self.status[r].startswith("diverged") or not math.isfinite(train[r]):
+                if not self.status[r].startswith("diverged"):
+                    self.status[r] = f"diverged: non-finite final loss after epoch {self.epochs[r]}"
+                train[r] = val[r] = test[r] = math.nan
+        finite = [r for r in rows if math.isfinite(train[r])]
+        best_row = min(finite, key=lambda r: train[r]) if finite else None
+        state = None
+        if best_row is not None:
+            state = {}
+            for l in range(len(self.sizes) - 1):
+                state[f"{l}_weight"] = self.params[2 * l][best_row].detach().to("cpu", torch.float32).clone()
+                state[f"{l}_bias"] = self.params[2 * l + 1][best_row, 0].detach().to("cpu", torch.float32).clone()
+        has_test = self.data.X_test.shape[0] > 0
+        return TrainResult(
+            config=self.configs[config_index],
+            train_mse=tuple(train[r] for r in rows),
+            val_mse=tuple(val[r] for r in rows),
+            test_mse=tuple(test[r] for r in rows) if has_test else None,
+            status=tuple(self.status[r] for r in rows),
+            epochs=tuple(self.epochs[r] for r in rows),
+            train_curves=tuple(tuple(self.train_curves[r]) for r in rows),
+            val_curves=tuple(tuple(self.val_curves[r]) for r in rows),
+            best_restart=None if best_row is None else rows.index(best_row),
+            state_dict=state,
+            seconds=self._seconds,
+        )
+
+    # ----------------------------------------------------------------- stopping rules
+    def _check(self, row: int, objective: float, epoch: int) -> None:
+        """Apply the course's stopping rules to one row's objective at the start of ``epoch``."""
+        prev = self.prev_obj[row]
+        if not math.isfinite(objective):
+            kind = "nan_loss" if math.isnan(objective) else "inf_loss"
+            self.status[row] = f"diverged: {kind} at epoch {epoch}, restart {self.owner[row][1]}"
+        elif objective > 2.0 * prev:
+            self.status[row] = (f"diverged: blow-up at epoch {epoch}, restart {self.owner[row][1]} "
+                                f"({prev:.3g} -> {objective:.3g})")
+        elif abs(prev - objective) < self.tol[row]:
+            self.status[row] = CONVERGED
+        elif self.epochs[row] >= self.max_epochs[row]:
+            self.status[row] = MAX_EPOCHS
+        self.prev_obj[row] = objective
+
+    # ----------------------------------------------------------------- batched optimizers
+    def _forward_cache(self, X: Tensor) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Forward keeping activations ``[X, a_1, ..., a_L]`` (a_L the linear output) and, where
+        phi' needs them, the pre-activations ``zs[l]`` that produced ``acts[l]``."""
+        acts: list[Tensor] = [X]
+        zs: list[Tensor | None] = [None]
+        L = len(self.params) // 2
+        for l in range(L):
+            W, b = self.params[2 * l], self.params[2 * l + 1]
+            a = acts[-1]
+            z = torch.baddbmm(b, a, W) if a.dim() == 3 else torch.matmul(a, W) + b  # (R, N, fan_out)
+            acts.append(self.act.fn(z) if l < L - 1 else z)
+            zs.append(None if self._slope_from_output else z)
+        return acts, zs
+
+    def _gradients(self, cache: tuple[list[Tensor], list[Tensor | None]], y: Tensor) -> list[Tensor]:
+        """Hand-written batched backprop of per-row mean MSE (+ L2): the recipe that
+        models.backprop implements and the verification job checks, stacked over rows.
+        Returns the gradients in the order of ``self.params``."""
+        acts, zs = cache
+        out = acts[-1]  # (R, N, D)
+        n, d = out.shape[-2], out.shape[-1]
+        delta = (out - y) * (2.0 / (n * d))  # dL/dz_L  (R, N, D)
+        L = len(self.params) // 2
+        grads: list[Tensor] = [torch.empty(0)] * len(self.params)
+        for l in range(L - 1, -1, -1):
+            a_prev = acts[l]  # (R, N, fan_in) or shared (N, fan_in)
+            W = self.params[2 * l]  # (R, fan_in, fan_out)
+            if a_prev.dim() == 2:
+                dW = torch.matmul(a_prev.transpose(0, 1), delta)  # (R, fan_in, fan_out)
+            else:
+                dW = torch.bmm(a_prev.transpose(1, 2), delta)
+            if self._l2:
+                dW = dW + (2.0 * self.weight_decay).view(-1, 1, 1) * W
+            grads[2 * l] = dW
+            grads[2 * l + 1] = delta.sum(dim=1, keepdim=True)  # (R, 1, fan_out)
+            if l > 0:  # delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1})
+                delta = torch.bmm(delta, W.transpose(1, 2)) * self.act.slope(zs[l], acts[l])
+        return grads
+
+    def _objective(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        mse = _mse(out, y)
+        return mse, (mse + self._penalty(self.params) if self._l2 else mse)
+
+    def _batched_epoch(self) -> None:
+        d = self.data
+        N = d.X_train.shape[0]
+        active = self.active
+        epoch = self.epoch
+        full_batch = self.batch_size is None or self.batch_size >= N
+        # Objective of the parameters at the start of the epoch: drives curves and stopping.
+        cache = self._forward_cache(d.X_train)
+        mse, objective = self._objective(cache[0][-1], d.y_train)
+        val = self._evaluate(d.X_val, d.y_val) if d.X_val.shape[0] else None
+        mse_l, obj_l = mse.tolist(), objective.tolist()
+        for r in range(self.R):
+            if not active[r]:
+                continue
+            self.train_curves[r].append(mse_l[r])
+            if val is not None:
+                self.val_curves[r].append(val[r])
+            self._check(r, obj_l[r], epoch)
+        still = self.active
+        if any(still):
+            if full_batch:
+                self._update(self._gradients(cache, d.y_train), still)
+            else:
+                self._minibatch_pass(still)
+            for r in range(self.R):
+                if still[r]:
+                    self.epochs[r] += 1
+        self.epoch += 1
+
+    def _minibatch_pass(self, still: list[bool]) -> None:
+        d = self.data
+        N = d.X_train.shape[0]
+        B = int(self.batch_size or N)
+        perms = torch.stack([torch.randperm(N, generator=g) for g in self.generators]).to(self.device)  # (R, N)
+        for start in range(0, N, B):
+            idx = perms[:, start : start + B]  # (R, b)
+            cache = self._forward_cache(d.X_train[idx])  # per-row batches (R, b, d_in)
+            self._update(self._gradients(cache, d.y_train[idx]), still)
+
+    def _update(self, grads: list[Tensor], still: list[bool]) -> None:
+        """One optimizer step on the flat (R, P) parameter buffer; rows not in ``still`` keep
+        their values. One buffer means a handful of tensor ops per step, whatever the depth."""
+        self._step += 1
+        g = torch.cat([t.reshape(self.R, -1) for t in grads], dim=1)  # (R, P)
+        lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
+        with torch.no_grad():
+            if self.optimizer == "adam":
+                step = self._adam(g, lr)
+            elif self.optimizer == "sgd":
+                step = self._sgd(g, lr, momentum)
+            else:
+                step = self._rmsprop(g, lr, momentum)
+            if all(still):
+                self.flat.sub_(step)
+            else:
+                mask = torch.tensor(still, device=self.device).view(-1, 1)
+                self.flat.copy_(torch.where(mask, self.flat - step, self.flat))
+
+    def _buf(self, name: str) -> Tensor:
+        if name not in self._state:
+            self._state[name] = torch.zeros_like(self.flat)
+        return self._state[name]
+
+    def _sgd(self, g: Tensor, lr: Tensor, momentum: Tensor) -> Tensor:
+        # torch.optim.SGD (dampening 0): buf = m*buf + g; step = lr * (g + m*buf if nesterov else buf)
+        if not self._momentum:
+            return lr * g
+        buf = self._buf("momentum")
+        buf.mul_(momentum).add_(g)
+        return lr * (g + momentum * buf if self.nesterov else buf)
+
+    def _adam(self, g: Tensor, lr: Tensor) -> Tensor:
+        # torch.optim.Adam's update, written out so that lr is per row.
+        b1, b2 = ADAM_BETAS
+        m, v = self._buf("exp_avg"), self._buf("exp_avg_sq")
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        t = self._step  # rows step together; a frozen row never resumes, so one counter serves all
+        bias1 = 1 - b1**t
+        bias2_sqrt = math.sqrt(1 - b2**t)
+        denom = (v.sqrt() / bias2_sqrt).add_(ADAM_EPS)
+        return (lr / bias1) * m / denom
+
+    def _rmsprop(self, g: Tensor, lr: Tensor, momentum: Tensor) -> Tensor:
+        v = self._buf("square_avg")
+        v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
+        avg = v.sqrt().add_(RMSPROP_EPS)
+        if not self._momentum:
+            return lr * g / avg
+        buf = self._buf("momentum")
+        buf.mul_(momentum).addcdiv_(g, avg)
+        return lr * buf
+
+    # ----------------------------------------------------------------- quasi-Newton optimizers
+    def _sequential(self, until_epoch: int) -> None:
+        """Train each still-running row alone with lbfgs (torch) or bfgs / lbfgsb (scipy)."""
+        for r in range(self.R):
+            if self.status[r] != RUNNING:
+                continue
+            if self.optimizer == "lbfgs":
+                self._torch_lbfgs_row(r, until_epoch)
+            else:
+                self._scipy_row(r)
+        self.epoch = max(self.epochs) if self.epochs else 0
+
+    def _row_params(self, r: int, dtype: torch.dtype) -> list[Tensor]:
+        return [p[r : r + 1].detach().to(dtype).clone() for p in self.params]
+
+    def _set_row(self, r: int, row_params: Sequence[Tensor]) -> None:
+        with torch.no_grad():
+            self.flat[r] = torch.cat([q.detach().reshape(-1) for q in row_params]).to(self.flat.dtype)
+
+    def _row_objective(self, r: int, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        X, y = self._train_as(params[0].dtype)
+        mse = _mse(self.forward(params, X), y)[0]
+        objective = mse
+        wd = float(self.weight_decay[r])
+        if wd > 0:
+            objective = mse + wd * sum((W**2).sum() for W in params[0::2])
+        return mse, objective
+
+    def _train_as(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Training data in ``dtype`` (scipy works in float64), converted once."""
+        key = f"train_{dtype}"
+        if key not in self._cast:
+            self._cast[key] = (self.data.X_train.to(dtype), self.data.y_train.to(dtype))
+        return self._cast[key]
+
+    def _record_row(self, r: int, params: Sequence[Tensor], mse: float) -> None:
+        self.train_curves[r].append(mse)
+        d = self.data
+        if d.X_val.shape[0]:
+            with torch.no_grad():
+                X, y = d.X_val.to(params[0].dtype), d.y_val.to(params[0].dtype)
+                self.val_curves[r].append(float(_mse(self.forward(params, X), y)[0]))
+
+    def _torch_lbfgs_row(self, r: int, until_epoch: int) -> None:
+        if r not in self._lbfgs:
+            params = [p.requires_grad_(True) for p in self._row_params(r, self.dtype)]
+            opt = torch.optim.LBFGS(params, lr=float(self.lr[r]), history_size=LBFGS_HISTORY)
+            self._lbfgs[r] = (opt, params)
+        opt, params = self._lbfgs[r]
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            _, objective = self._row_objective(r, params)
+            objective.backward()
+            return objective
+
+        while self.status[r] == RUNNING and self.epochs[r] < until_epoch:
+            with torch.no_grad():
+                mse, objective = self._row_objective(r, params)
+            self._record_row(r, params, float(mse))
+            self._check(r, float(objective), self.epochs[r])
+            if self.status[r] != RUNNING:
+                break
+            opt.step(closure)
+            self.epochs[r] += 1
+        self._set_row(r, params)
+
+    def _scipy_row(self, r: int) -> None:
+        from scipy.optimize import minimize
+
+        params64 = self._row_params(r, torch.float64)
+        shapes = [p.shape for p in params64]
+        numels = [p.numel() for p in params64]
+
+        def unflatten(v: np.ndarray) -> list[Tensor]:
+            flat = torch.from_numpy(v)
+            return [t.view(s) for t, s in zip(torch.split(flat, numels), shapes)]
+
+        def fun(v: np.ndarray) -> tuple[float, np.ndarray]:
+            ps = [t.clone().requires_grad_(True) for t in unflatten(v)]
+            _, objective = self._row_objective(r, ps)
+            grads = torch.autograd.grad(objective, ps)
+            return objective.item(), torch.cat([g.reshape(-1) for g in grads]).numpy()
+
+        def callback(xk: np.ndarray) -> None:
+            with torch.no_grad():
+                ps = unflatten(xk)
+                mse, _ = self._row_objective(r, ps)
+                self._record_row(r, ps, float(mse))
+
+        x0 = torch.cat([p.reshape(-1) for p in params64]).numpy()
+        callback(x0)
+        method = "BFGS" if self.optimizer == "bfgs" else "L-BFGS-B"
+        with np.errstate(all="ignore"):
+            res = minimize(fun, x0, method=method, jac=True, callback=callback,
+                           options={"gtol": SCIPY_GTOL, "maxiter": self.max_epochs[r]})
+        self.epochs[r] = int(res.nit)
+        final = unflatten(np.asarray(res.x, dtype=np.float64))
+        if not np.isfinite(res.fun) or not np.all(np.isfinite(res.x)):
+            self.status[r] = f"diverged: nan_loss at epoch {res.nit}, restart {self.owner[r][1]}"
+        else:
+            # BFGS often ends on "precision loss" before maxiter: the gradient cannot shrink further.
+            self.status[r] = MAX_EPOCHS if res.nit >= self.max_epochs[r] else CONVERGED
+        self._set_row(r, [t.to(torch.float32) for t in final])
+
+
+def train_restarts(
+    config: TrainConfig,
+    data: Dataset,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> TrainResult:
+    """Train ``config.restarts`` copies of one architecture and keep the best by training MSE.
+
+    Args:
+        config: the recipe.
+        data: train/val/test tensors (see :func:`models.load_dataset`).
+        device: where the math runs.
+        dtype: float32 (default) or float64.
+
+    Returns:
+        Every restart's final train/val/test MSE, per-epoch curves, statuses, the winner's index
+        and its state dict in the DOMAIN naming (``"{l}_weight"``, ``"{l}_bias"``).
+
+    Raises:
+        ValueError: the config does not fit the data.
+    """
+    trainer = StackTrainer([config], data, device=device, dtype=dtype)
+    trainer.advance()
+    return trainer.results()[0]
+

@@ -1,0 +1,90 @@
+"""The ``mlpsweep`` command line: the one place in the project that prints for people.
+
+Each subcommand lives in its own ``sweeps/cmd_*.py`` module exposing ``register(subparsers)``;
+modules import heavy engines (torch, Ray, MLflow) inside their handlers so ``--help`` is fast.
+Exit codes: 0 success, 1 the work ran and failed (e.g. verification failed), 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+# Order here is the order in --help.
+COMMAND_MODULES = (
+    "sweeps.cmd_run",
+    "sweeps.cmd_validate",
+    "sweeps.cmd_verify",
+    "sweeps.cmd_status",
+    "sweeps.cmd_best",
+    "sweeps.cmd_submit",
+    "sweeps.cmd_report",
+)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line per problem, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlpsweep",
+        description=(
+            "Hyperparameter sweeps for multi-layer perceptrons: Optuna proposes MLP variants, "
+            "Ray workers train them with PyTorch (all restarts of a trial at once), every trial, "
+            "checkpoint and backprop verification lands in MLflow."
+        ),
+        epilog="Run 'mlpsweep COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:  # MLflow announces database migrations and downloads at INFO
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as exc:
+        for line in str(exc).splitlines() or ["bad input"]:
+            print(f"mlpsweep {args.command}: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    # Run through the package's module so exception classes are the ones handlers raise
+    # (``python -m sweeps.cli`` would otherwise load this file twice, as two modules).
+    from sweeps.cli import main as _main
+
+    sys.exit(_main())

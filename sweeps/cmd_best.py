@@ -1,0 +1,89 @@
+"""``mlpsweep best NAME --out DIR``: export the best trial's checkpoint and configuration."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "export_best"]
+
+
+def register(subparsers: Any) -> None:
+    from sweeps.cmd_run import add_store_options
+
+    parser = subparsers.add_parser(
+        "best", help="export the best trial's checkpoint and configuration",
+        description="Download the best trial's checkpoint (state dict + architecture JSON) from MLflow, "
+                    "check its SHA-256 against the one recorded at training time, load it to be sure, and "
+                    "write it with the trial's configuration and metrics to DIR.")
+    parser.add_argument("name", metavar="NAME", help="the sweep name")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (created)")
+    add_store_options(parser)
+    parser.set_defaults(handler=_best)
+
+
+def export_best(name: str, out: str | Path, tracking_uri: str | None = None, storage: str | None = None) -> Path:
+    """Export the best trial of sweep ``name`` into ``out``; returns the folder.
+
+    Raises:
+        UsageError: no such sweep, no complete trial, or no logged checkpoint.
+        CheckpointError: the downloaded checkpoint does not match its recorded digest or is not a
+            plain state dict.
+    """
+    import tempfile
+
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from sweeps import optuna_adapter as oa
+    from sweeps.cli import UsageError
+    from sweeps.stores import open_stored_study, resolve_stores
+    from tracking.sweep import TAG
+
+    uri, storage = resolve_stores(tracking_uri, storage)
+    study = open_stored_study(name, storage)
+    best = oa.best_trial(study)
+    if best is None:
+        raise UsageError(f"NAME: sweep {name!r} has no complete trial yet; see 'mlpsweep status {name}'")
+    from tracking.client import make_client
+
+    client = make_client(uri)
+    experiment = client.get_experiment_by_name(name)
+    uid = study.user_attrs.get(oa.STUDY_UID, "")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG['run_key']}` = '{uid}:{best.number}'",
+                              max_results=1) if experiment else []
+    if not runs:
+        raise UsageError(f"NAME: trial {best.number} of {name!r} has no MLflow run in {uri}; "
+                         "pass the --tracking-uri the sweep used")
+    run = runs[0]
+    sha = run.data.tags.get(TAG["sha256"])
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run.info.run_id, "checkpoint", tmp)
+        model = load_checkpoint(local, expected_sha256=sha)  # refuses a changed or crafted file
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        out = Path(out)
+        save_checkpoint(out, state, list(model.sizes), model.activation.name)
+    config = {
+        "sweep": name,
+        "trial": best.number,
+        "mlflow_run_id": run.info.run_id,
+        "tracking_uri": uri,
+        "architecture": model.architecture,
+        "params": best.user_attrs.get("config") or best.params,
+        "metrics": {k: run.data.metrics.get(k) for k in ("train_mse", "val_mse", "test_mse")},
+        "checkpoint_sha256": sha,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    return out
+
+
+def _best(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+    from sweeps.cli import UsageError
+
+    try:
+        out = export_best(args.name, args.out, args.tracking_uri, args.storage)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {out}/model.pt, architecture.json and config.json "
+          f"(load with models.load_checkpoint('{out}'))")
+    return 0

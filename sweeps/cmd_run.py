@@ -1,0 +1,158 @@
+"""``mlpsweep run SPEC``: run (or continue) a sweep on Ray and track it in MLflow."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = ["register", "prepare", "execute"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run or continue a sweep (local Ray by default)",
+        description="Run the sweep SPEC: Optuna proposes trials, Ray workers train them, MLflow records "
+                    "every trial, checkpoint and backprop verification. Running the same spec again "
+                    "continues the stored study and finishes the remaining trials only.",
+    )
+    add_store_options(parser)
+    parser.add_argument("spec", metavar="SPEC", help="the sweep spec (YAML)")
+    parser.add_argument("--ray-address", default=None,
+                        help="attach to a running Ray cluster ('auto' or ray://HOST:PORT); default: start "
+                             "a local Ray; 'none': run in this process without Ray")
+    parser.add_argument("--run-cap", type=_positive_int, default=None, help="override the spec's run_cap")
+    parser.add_argument("--concurrency", type=_positive_int, default=None, help="override the spec's concurrency")
+    parser.add_argument("--quiet", action="store_true", help="no live progress display")
+    parser.set_defaults(handler=_run)
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage URL (default: optuna.db beside a SQLite MLflow store, "
+                             "e.g. postgresql://user@host/db for a cluster)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> Any:
+    """Validate everything a run needs before anything starts: spec, data, overrides.
+
+    Raises:
+        UsageError: every problem found, one per line.
+    """
+    from sweeps.cli import UsageError
+    from sweeps.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        raise UsageError("\n".join(exc.problems)) from None
+    updates = {k: v for k, v in (("run_cap", run_cap), ("concurrency", concurrency)) if v is not None}
+    if updates:
+        spec = spec.model_copy(update=updates)
+    from models.data import load_dataset
+    from sweeps.driver import data_config
+
+    dc = data_config(spec)
+    try:
+        load_dataset(dc.dataset, **dc.load_kwargs())
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+    return spec
+
+
+def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_address: str | None,
+            quiet: bool = False) -> tuple[list[Any], Any]:
+    """Run a validated spec to the end; returns (trial summaries, tracker)."""
+    from rich.live import Live
+
+    from sweeps.console import progress_line, stderr_console
+    from sweeps.driver import SweepDriver
+    from tracking.sweep import default_storage
+    from workers.backend import InProcessBackend
+
+    storage = storage or default_storage(tracking_uri)
+    tracker = open_tracker(tracking_uri, spec.name)
+    if ray_address == "none":
+        backend: Any = InProcessBackend(spec.concurrency)
+    else:
+        from workers.ray_backend import RayBackend, connect
+
+        connect(ray_address, num_cpus=max(os.cpu_count() or 1, spec.concurrency))
+        backend = RayBackend(spec.concurrency)
+    console = stderr_console()
+    live = Live("starting…", console=console, refresh_per_second=4, transient=False) if not quiet else None
+    update = (lambda stats: live.update(progress_line(stats))) if live else None
+    driver = SweepDriver(spec, backend, tracker, storage, on_update=update)
+    try:
+        if live:
+            with live:
+                summaries = driver.run()
+                live.update(progress_line(driver.stats))
+        else:
+            summaries = driver.run()
+    finally:
+        backend.close()
+        errors = tracker.close()
+        for e in errors[:5]:
+            console.print(f"[yellow]warning:[/] MLflow write failed: {e}")
+    return summaries, tracker
+
+
+def open_tracker(tracking_uri: str | None, name: str) -> Any:
+    """The sweep's MLflow writer; an unreachable store is a one-line error, not a traceback."""
+    from sweeps.cli import UsageError
+    from tracking.client import enable_fast_sqlite
+    from tracking.sweep import SweepTracker
+
+    enable_fast_sqlite()
+    # Each REST call retries briefly; the tracker's own loop (MLPSWEEP_TRACKING_RETRY_S, 180 s by
+    # default) rides out longer outages and resumes within seconds of the server's return,
+    # instead of MLflow's exponential backoff sleeping up to a minute past it.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+    try:
+        return SweepTracker(tracking_uri, name)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--tracking-uri: cannot use the MLflow store {tracking_uri or 'sqlite:///mlflow.db'}: "
+                         f"{first}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sweeps.console import top_table
+
+    spec = prepare(args.spec, args.run_cap, args.concurrency)
+    summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
+                                 ray_address=args.ray_address, quiet=args.quiet)
+    from tracking.report import log_report_artifacts
+
+    log_report_artifacts(tracker.tracking_uri, spec.name, args.storage)  # never raises: plots are a bonus
+    out = Console(width=max(Console().width, 110))
+    out.print(top_table(summaries, spec.metric.name, title=f"sweep {spec.name}: top trials by {spec.metric.name}"))
+    complete = sum(s.state == "COMPLETE" for s in summaries)
+    tracking_failed = [s for s in summaries if s.reason and s.reason.startswith("tracking failed")]
+    out.print(f"{len(summaries)} trials finished ({complete} complete). Best model: "
+              f"mlpsweep best {spec.name} --out best-{spec.name}")
+    uri = tracker.tracking_uri
+    out.print(f"Dashboard: mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (experiment '{spec.name}')")
+    if tracking_failed:
+        print(f"mlpsweep run: {len(tracking_failed)} trial(s) failed because the tracking store was unreachable "
+              f"past the retry budget: {tracking_failed[0].reason}", file=sys.stderr)
+        return 1
+    return 0

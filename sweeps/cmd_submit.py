@@ -1,0 +1,229 @@
+"""``mlpsweep submit SPEC --address http://HEAD:8265``: run a sweep as a batch job on a Ray cluster.
+
+The spec is validated here first (a bad spec never becomes a job), then the sweep driver
+(``mlpsweep run SPEC --ray-address auto``) is submitted through the Ray Jobs API with a
+``runtime_env`` whose ``working_dir`` carries the project's four packages and the spec. The
+driver runs on the head node; its trials run on the cluster's workers; runs and checkpoints go
+to the MLflow server, the study to the ``--storage`` database. With ``--wait`` the job's logs
+are followed to the end and the exit code is the job's outcome.
+
+Token authentication: a cluster started with ``RAY_AUTH_MODE=token`` needs its token here, as
+``RAY_AUTH_TOKEN``, a file named by ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token`` (see
+:func:`sweeps.cluster.auth_headers`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["register", "submit", "follow"]
+
+_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def register(subparsers: Any) -> None:
+    from sweeps.cmd_run import _positive_int, add_store_options
+
+    parser = subparsers.add_parser(
+        "submit",
+        help="run a sweep as a batch job on a Ray cluster",
+        description="Validate SPEC here, then submit the sweep driver as a Ray job (Jobs API, dashboard "
+                    "port) with the project and the spec as its working directory. Runs, checkpoints and "
+                    "the study go to --tracking-uri and --storage as the cluster's nodes reach them. "
+                    "Submitting the same spec again continues its study. A cluster with token "
+                    "authentication needs RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token).",
+    )
+    add_store_options(parser)
+    parser.add_argument("spec", metavar="SPEC", help="the sweep spec (YAML)")
+    parser.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
+                        help="the head's Ray Jobs API, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    parser.add_argument("--wait", action="store_true",
+                        help="follow the job's logs to the end; exit 0 if it succeeded, 1 if it failed or stopped")
+    parser.add_argument("--run-cap", type=_positive_int, default=None, help="override the spec's run_cap")
+    parser.add_argument("--concurrency", type=_positive_int, default=None, help="override the spec's concurrency")
+    parser.set_defaults(handler=_submit)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from sweeps.cli import UsageError
+    from sweeps.cluster import check_address, check_stores, stage_working_dir, tree_size
+    from sweeps.cmd_run import prepare
+
+    spec = prepare(args.spec, args.run_cap, args.concurrency)  # a bad spec stops here: no connection
+    problems = check_address(args.address)
+    tracking_uri, storage, stores = check_stores(args.tracking_uri, args.storage)
+    problems += stores.problems
+    data_files, data_problems, data_warnings = _data_files(spec)
+    problems += data_problems
+    if problems:
+        raise UsageError("\n".join(problems))
+    for line in stores.warnings + data_warnings:
+        print(f"mlpsweep submit: warning: {line}", file=sys.stderr)
+
+    client = _connect(args.address)
+    with tempfile.TemporaryDirectory(prefix="mlpsweep-job-") as staging:
+        spec_file = stage_working_dir(staging, args.spec, data_files)
+        files, size = tree_size(staging)
+        print(f"mlpsweep submit: shipping {files} files ({size / 1024:.0f} KiB) as the job's working_dir",
+              file=sys.stderr)
+        try:
+            job_id = submit(client, staging, spec_file, spec.name, tracking_uri, storage,
+                            run_cap=args.run_cap, concurrency=args.concurrency)
+        except RuntimeError as exc:  # the Jobs API answered with an error
+            print(f"mlpsweep submit: error: the cluster refused the job: {exc}", file=sys.stderr)
+            return 1
+    address = args.address.rstrip("/")
+    print(job_id)
+    print(f"Dashboard: {address}/#/jobs/{job_id}   logs: ray job logs -f {job_id} --address {address}",
+          file=sys.stderr)
+    if not args.wait:
+        return 0
+    try:
+        status, message = follow(client, job_id, sys.stdout)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job_id} goes on (stop it: ray job stop {job_id} --address {address})",
+              file=sys.stderr)
+        return 130
+    except (ConnectionError, RuntimeError, OSError) as exc:
+        print(f"mlpsweep submit: error: lost contact with the cluster while following job {job_id}: {exc}; "
+              f"it may still be running: ray job status {job_id} --address {address}", file=sys.stderr)
+        return 1
+    print(f"job {job_id} {status}" + (f": {message}" if message and status != "SUCCEEDED" else ""),
+          file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def _data_files(spec: Any) -> tuple[list[str], list[str], list[str]]:
+    """Relative data files to ship (problems for paths outside the current directory)."""
+    if not spec.data.is_file:
+        return [], [], []
+    ship: list[str] = []
+    problems: list[str] = []
+    warnings: list[str] = []
+    for key in ("dataset", "test_path"):
+        value = getattr(spec.data, key)
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_absolute():
+            warnings.append(f"data.{key}: {value} is not shipped with the job; it must exist at that path "
+                            f"on every node of the cluster")
+        elif ".." in path.parts:
+            problems.append(f"data.{key}: {value!r} leaves the current directory and cannot travel with the "
+                            f"job; run submit from a directory that contains it")
+        else:
+            ship.append(path.as_posix())
+    return ship, problems, warnings
+
+
+def _connect(address: str) -> Any:
+    """A Jobs API client for ``address``; unreachable or unauthorised clusters are usage errors."""
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    from sweeps.cli import UsageError
+    from sweeps.cluster import auth_headers
+
+    try:
+        return JobSubmissionClient(address, headers=auth_headers() or None)
+    except AuthenticationError as exc:
+        raise UsageError(_auth_hint(address, exc)) from None
+    except ConnectionError as exc:
+        raise UsageError(f"--address: cannot reach the Ray Jobs API at {address} ({exc}); is the head "
+                         f"running and its dashboard port published?") from None
+
+
+def _auth_hint(address: str, exc: Exception) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (f"--address: the Ray cluster at {address} refused the request: {reason}; it uses token "
+            f"authentication: set RAY_AUTH_TOKEN to its token (`ray get-auth-token` on the head, or the "
+            f"RAY_AUTH_TOKEN the cluster was started with), or RAY_AUTH_TOKEN_PATH to a file holding it")
+
+
+def submit(client: Any, working_dir: str, spec_file: str, name: str, tracking_uri: str, storage: str, *,
+           run_cap: int | None = None, concurrency: int | None = None) -> str:
+    """Submit the sweep driver as a Ray job; returns the job's submission id.
+
+    Args:
+        client: a ``JobSubmissionClient``.
+        working_dir: the staged directory (:func:`sweeps.cluster.stage_working_dir`).
+        spec_file: the spec's file name inside ``working_dir``.
+        name: the sweep's name, for the submission id and the job's metadata.
+        tracking_uri, storage: as the cluster's nodes reach them.
+        run_cap, concurrency: overrides passed on to ``mlpsweep run``.
+
+    Returns:
+        The job's submission id.
+
+    Raises:
+        UsageError: the cluster refused the token, or the working directory is too large to upload.
+    """
+    from ray.exceptions import AuthenticationError
+
+    from sweeps.cli import UsageError
+    from sweeps.cluster import entrypoint, runtime_env, submission_id
+
+    try:
+        return client.submit_job(
+            entrypoint=entrypoint(spec_file, tracking_uri, storage, run_cap, concurrency),
+            runtime_env=runtime_env(working_dir),
+            submission_id=submission_id(name),
+            metadata={"mlpsweep.sweep": name},
+        )
+    except AuthenticationError as exc:
+        raise UsageError(_auth_hint(client.get_address(), exc)) from None
+    except ValueError as exc:  # Ray refuses packages over its upload limit
+        raise UsageError(f"SPEC: the job's files are too large to upload ({str(exc).splitlines()[0]}); "
+                         f"put large data files on every node and name them by absolute path") from None
+
+
+def follow(client: Any, job_id: str, out: TextIO, poll_s: float = 1.0) -> tuple[str, str]:
+    """Print the job's logs as they come until it ends.
+
+    The log stream (a websocket) is followed first; if it breaks, the status is polled instead
+    and the logs not yet printed are fetched at the end.
+
+    Returns:
+        (final status name, the job's status message).
+    """
+    import asyncio
+
+    printed = 0
+
+    async def tail() -> None:
+        nonlocal printed
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+            printed += len(chunk)
+
+    try:
+        asyncio.run(tail())
+    except Exception as exc:  # noqa: BLE001 - the stream is a convenience: fall back to polling
+        print(f"mlpsweep submit: log stream ended early ({type(exc).__name__}); polling the job",
+              file=sys.stderr)
+    failures = 0
+    while True:
+        try:
+            info = client.get_job_info(job_id)
+            failures = 0
+        except (ConnectionError, OSError):  # a dashboard restart or a network blip: retry for a while
+            failures += 1
+            if failures * poll_s > 60:
+                raise
+            time.sleep(poll_s)
+            continue
+        status = str(getattr(info.status, "value", info.status))
+        if status in _TERMINAL:
+            break
+        time.sleep(poll_s)
+    logs = client.get_job_logs(job_id)
+    if len(logs) > printed:
+        out.write(logs[printed:])
+        out.flush()
+    return status, info.message or ""

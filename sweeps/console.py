@@ -1,0 +1,49 @@
+"""What the CLI shows people: the live progress line and the tables (rich)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["top_table", "progress_line", "fmt"]
+
+
+def fmt(x: float | None, digits: int = 5) -> str:
+    return "—" if x is None else f"{x:.{digits}g}"
+
+
+def _hidden(params: dict[str, Any]) -> str:
+    from sweeps.spec import hidden_widths
+
+    return "-".join(map(str, hidden_widths(params)))
+
+
+def top_table(summaries: Sequence[Any], metric: str, k: int = 5, title: str | None = None) -> Table:
+    """The best ``k`` COMPLETE trials by the sweep's metric."""
+    complete = [s for s in summaries if s.state == "COMPLETE" and getattr(s, metric) is not None]
+    complete.sort(key=lambda s: getattr(s, metric))
+    table = Table(title=title or f"top {min(k, len(complete))} trials by {metric}", title_justify="left")
+    for col in ("trial", "hidden", "depth", "activation", "optimizer", "lr", "train_mse", "val_mse", "test_mse"):
+        table.add_column(col, justify="right" if col not in ("activation", "optimizer") else "left")
+    for s in complete[:k]:
+        p = s.params
+        table.add_row(str(s.number), _hidden(p), str(p.get("depth", "")), str(p.get("activation", "")),
+                      str(p.get("optimizer", "")), fmt(p.get("lr"), 3), fmt(s.train_mse), fmt(s.val_mse),
+                      fmt(s.test_mse))
+    return table
+
+
+def progress_line(stats: Any) -> str:
+    elapsed = time.monotonic() - stats.started_at
+    new_done = stats.done + stats.failed + stats.pruned
+    left = stats.run_cap - stats.finished
+    eta = f"{left * elapsed / new_done:.0f}s" if new_done else "?"
+    best = fmt(stats.best_value) + (f" (trial {stats.best_number})" if stats.best_number is not None else "")
+    return (f"[bold]{stats.finished}/{stats.run_cap}[/] done · {stats.running} running · {stats.failed} failed · "
+            f"{stats.pruned} pruned · best {best} · {elapsed:.0f}s elapsed · ETA {eta}")
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True)

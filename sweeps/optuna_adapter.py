@@ -1,0 +1,305 @@
+"""The one module that speaks Optuna: samplers, pruners, distributions, studies, trial states.
+
+Everything else in ``sweeps/`` works with the plain :mod:`sweeps.space` dimensions and the
+validated :class:`sweeps.spec.SweepSpec`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from sweeps.space import Categorical, Constant, Dimension, FloatRange, IntRange, grid_values
+from sweeps.spec import SweepSpec, is_active
+
+__all__ = [
+    "open_study",
+    "load_study",
+    "suggest_params",
+    "to_distribution",
+    "make_sampler",
+    "make_pruner",
+    "tell",
+    "finished_trials",
+    "orphaned_trials",
+    "STUDY_UID",
+    "SPEC_DIGEST",
+]
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDY_UID = "mlpsweep_uid"  # study user attr: tells apart two studies that reused a name
+SPEC_DIGEST = "mlpsweep_spec_digest"
+INTERRUPTED = "mlpsweep_interrupted"  # trial user attr: failed because the driver stopped
+FAIL_REASON = "fail_reason"
+SAMPLING_ORDER = ("depth", "optimizer")  # sampled first: other knobs depend on them
+# Knobs that only exist for some optimizers (conditional, like per-layer widths and depth):
+# scipy's BFGS and L-BFGS-B have no learning rate, only SGD has Nesterov, and so on.
+OPTIMIZER_KNOBS = {
+    "lr": ("adam", "sgd", "rmsprop", "lbfgs"),
+    "momentum": ("sgd", "rmsprop"),
+    "nesterov": ("sgd",),
+    "batch_size": ("adam", "sgd", "rmsprop"),
+}
+
+
+def knob_applies(name: str, params: dict[str, Any]) -> bool:
+    """Whether knob ``name`` exists for a trial whose values so far are ``params``."""
+    if not is_active(name, params):
+        return False
+    optimizers = OPTIMIZER_KNOBS.get(name)
+    return optimizers is None or "optimizer" not in params or params["optimizer"] in optimizers
+
+
+def to_distribution(dim: Dimension) -> BaseDistribution | None:
+    """The Optuna distribution of a search-space dimension (None for a constant)."""
+    if isinstance(dim, Constant):
+        return None
+    if isinstance(dim, Categorical):
+        return CategoricalDistribution(dim.choices)
+    if isinstance(dim, IntRange):
+        return IntDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
+    if isinstance(dim, FloatRange):
+        return FloatDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
+    raise TypeError(f"not a search-space dimension: {dim!r}")
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    seed = spec.seed
+    if spec.method == "tpe":
+        # constant_liar: trials still running count as bad guesses, so parallel asks spread out.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=spec.concurrency > 1)
+    if spec.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.method == "grid":
+        grid = {name: list(grid_values(dim)) for name, dim in spec.parameters.items() if not isinstance(dim, Constant)}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if spec.method == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if spec.method == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if spec.method == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise ValueError(f"method: unknown {spec.method!r}")
+
+
+def max_epochs(spec: SweepSpec) -> int:
+    dim = spec.parameters["epochs"]
+    if isinstance(dim, Constant):
+        return int(dim.value)
+    if isinstance(dim, Categorical):
+        return int(max(dim.choices))  # type: ignore[type-var]
+    return int(dim.high)  # type: ignore[union-attr]
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    et = spec.early_terminate
+    if et is None:
+        return optuna.pruners.NopPruner()
+    min_iter = et.min_iter or 1
+    if et.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_iter)
+    if et.type == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_iter, reduction_factor=et.eta)
+    return optuna.pruners.HyperbandPruner(
+        min_resource=min_iter, max_resource=et.max_iter or max_epochs(spec), reduction_factor=et.eta
+    )
+
+
+def grid_points(spec: SweepSpec) -> int | None:
+    """How many configurations a grid sweep has (None for other methods)."""
+    if spec.method != "grid":
+        return None
+    total = 1
+    for dim in spec.parameters.values():
+        total *= len(list(grid_values(dim)))
+    return total
+
+
+def report_every(spec: SweepSpec) -> int:
+    """Epochs between intermediate reports: only when a pruner can use them."""
+    if spec.early_terminate is None:
+        return 0
+    return max(1, min(spec.early_terminate.min_iter or 10, max(1, max_epochs(spec) // 20)))
+
+
+def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:
+    """Create the sweep's study or continue the one already stored under ``spec.name``."""
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
+        direction="minimize",
+        load_if_exists=True,
+    )
+    attrs = study.user_attrs
+    if STUDY_UID not in attrs:
+        study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
+        study.set_user_attr(SPEC_DIGEST, digest)
+        study.set_user_attr("metric", spec.metric.name)
+    elif attrs.get(SPEC_DIGEST) != digest:
+        log.warning("sweep %s: the spec changed since the study was created; continuing the same study", spec.name)
+        study.set_user_attr(SPEC_DIGEST, digest)
+    return study
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """An existing study, for status and export. Raises KeyError if there is none."""
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def suggest_params(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
+    """Sample one configuration, define-by-run: ``width_k`` only exists when ``depth >= k``."""
+    space = spec.parameters
+    order = [k for k in SAMPLING_ORDER if k in space] + [k for k in space if k not in SAMPLING_ORDER]
+    params: dict[str, Any] = {}
+    for name in order:
+        if not knob_applies(name, params):
+            continue
+        dim = space[name]
+        if isinstance(dim, Constant):
+            params[name] = dim.value
+        elif isinstance(dim, Categorical):
+            params[name] = trial.suggest_categorical(name, list(dim.choices))
+        elif isinstance(dim, IntRange):
+            params[name] = trial.suggest_int(name, dim.low, dim.high, step=dim.step, log=dim.log)
+        else:
+            params[name] = trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+    return params
+
+
+def tell(study: optuna.Study, trial: Trial | int, state: str, value: float | None, reason: str | None = None) -> None:
+    """Record an outcome. COMPLETE needs a finite value; NaN/inf become FAIL with the reason."""
+    number = trial.number if isinstance(trial, Trial) else trial
+    if state == "COMPLETE" and (value is None or not math.isfinite(value)):
+        state, reason = "FAIL", reason or f"non-finite objective {value!r}"
+    if reason:
+        study._storage.set_trial_user_attr(_trial_id(study, trial), FAIL_REASON if state == "FAIL" else "reason", reason)
+    try:
+        if state == "COMPLETE":
+            study.tell(number, value)
+        elif state == "PRUNED":
+            study.tell(number, state=TrialState.PRUNED)
+        else:
+            study.tell(number, state=TrialState.FAIL)
+    except RuntimeError as exc:
+        # GridSampler calls study.stop() once every grid point was visited; outside
+        # study.optimize that raises, after the trial was stored. The driver caps grid sweeps
+        # at the grid's size itself.
+        if "Study.stop" not in str(exc):
+            raise
+
+
+def _trial_id(study: optuna.Study, trial: Trial | int) -> int:
+    if isinstance(trial, Trial):
+        return trial._trial_id
+    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial)
+
+
+def set_trial_attr(study: optuna.Study, number: int, key: str, value: Any) -> None:
+    study._storage.set_trial_user_attr(_trial_id(study, number), key, value)
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count towards ``run_cap``: COMPLETE, PRUNED, and FAIL not caused by a stop."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED):
+            continue
+        out.append(t)
+    return out
+
+
+def orphaned_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials left RUNNING or WAITING by a driver that died."""
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def requeue_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """Close a trial that will not finish (FAIL, marked interrupted, so it does not count) and
+    queue its configuration again, so the sweep re-runs it rather than losing it."""
+    set_trial_attr(study, trial.number, INTERRUPTED, True)
+    set_trial_attr(study, trial.number, FAIL_REASON, reason)
+    study.tell(trial.number, state=TrialState.FAIL)
+    study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+
+
+def mark_interrupted(study: optuna.Study, numbers: list[int], params: dict[int, dict[str, Any]]) -> None:
+    """On a clean stop (Ctrl+C): close in-flight trials and queue their configurations again."""
+    for number in numbers:
+        set_trial_attr(study, number, INTERRUPTED, True)
+        set_trial_attr(study, number, FAIL_REASON, "interrupted: the sweep was stopped")
+        study.tell(number, state=TrialState.FAIL)
+        study.enqueue_trial({k: v for k, v in params.get(number, {}).items()}, skip_if_exists=False)
+
+
+def study_names(storage: str) -> list[str]:
+    """Names of the studies in a storage (empty if the storage does not exist yet)."""
+    try:
+        return sorted(optuna.get_all_study_names(storage=storage))
+    except Exception:  # a missing SQLite file or unreachable server: nothing to list
+        return []
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial, or None if there is none."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(complete, key=lambda t: t.value) if complete else None
+
+
+def param_importances(study: optuna.Study, log_target: bool = True) -> dict[str, float]:
+    """fANOVA importances of the searched parameters for the study's objective.
+
+    Only parameters that every complete trial has (fANOVA leaves conditional ones out) and that
+    take at least two values are assessed. With ``log_target`` the objective is explained on a
+    log10 scale (when it is positive throughout), so one diverged trial does not drown the rest.
+
+    Args:
+        study: a study with complete trials.
+        log_target: explain log10(objective) rather than the objective.
+
+    Returns:
+        Parameter name → importance (summing to 1), most important first; empty when fewer than
+        two trials are complete or no parameter varies.
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = [t for t in trials if t.value is not None and math.isfinite(t.value)]
+    if len(trials) < 2:
+        return {}
+    common = set.intersection(*(set(t.params) for t in trials))
+    varying = [name for name in trials[0].params if name in common and len({repr(t.params[name]) for t in trials}) > 1]
+    if not varying or len({t.value for t in trials}) < 2:
+        return {}
+    target = None
+    if log_target and all(t.value > 0 for t in trials):  # type: ignore[operator]
+        target = lambda t: math.log10(t.value)  # noqa: E731
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    found = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying, target=target)
+    return {name: float(value) for name, value in found.items()}
+
+
+def search_space(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """The study's searched parameters as plain data, in the order trials first sampled them.
+
+    Returns:
+        Name → ``{"kind": "categorical", "choices": [...]}`` or
+        ``{"kind": "int" | "float", "low": x, "high": y, "log": bool}``.
+    """
+    space: dict[str, dict[str, Any]] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            if name in space:
+                continue
+            if isinstance(dist, CategoricalDistribution):
+                space[name] = {"kind": "categorical", "choices": list(dist.choices)}
+            elif isinstance(dist, (IntDistribution, FloatDistribution)):
+                space[name] = {"kind": "int" if isinstance(dist, IntDistribution) else "float",
+                               "low": dist.low, "high": dist.high, "log": dist.log}
+    return space

@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny sweep specs and a way to run the real CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MLPSWEEP = [sys.executable, "-m", "sweeps.cli"]
+
+TINY_SPEC = """\
+name: {name}
+method: tpe
+metric: {{name: val_mse, goal: minimize}}
+run_cap: {run_cap}
+concurrency: 2
+seed: {seed}
+data: {{dataset: seed-1d, validation_fraction: 0.2}}
+parameters:
+  width: {{min: 2, max: 12}}
+  depth: {{values: [1, 2]}}
+  activation: {{values: [tanh, sigmoid]}}
+  optimizer: {{value: adam}}
+  lr: {{distribution: log_uniform_values, min: 0.005, max: 0.1}}
+  restarts: {{value: 3}}
+  epochs: {{value: {epochs}}}
+verify: gate
+"""
+
+
+def write_spec(folder: Path, name: str = "tiny", run_cap: int = 8, seed: int = 0, epochs: int = 60,
+               text: str | None = None) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(text or TINY_SPEC.format(name=name, run_cap=run_cap, seed=seed, epochs=epochs))
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    proc = subprocess.run([*MLPSWEEP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mlpsweep {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def spec_factory(tmp_path):
+    return lambda **kw: write_spec(tmp_path, **kw)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` process on 127.0.0.1, stopped by the PID it was started with."""
+
+    def __init__(self, backend_uri: str, artifacts: Path, port: int | None = None) -> None:
+        self.backend_uri, self.artifacts = backend_uri, artifacts
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> "MlflowServer":
+        import time
+        import urllib.request
+
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        self.proc = subprocess.Popen(
+            [mlflow, "server", "--backend-store-uri", self.backend_uri, "--artifacts-destination", str(self.artifacts),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer on {self.uri} within {timeout} s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and workers
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        self.proc = None

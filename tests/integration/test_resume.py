@@ -1,0 +1,59 @@
+"""Interrupting a sweep (Ctrl+C) and running it again finishes the remaining trials only."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from conftest import ROOT, run_cli, write_spec
+
+pytestmark = pytest.mark.integration
+
+
+def _finished(storage: str, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return 0
+    return sum(t.state.is_finished() and not t.user_attrs.get("mlpsweep_interrupted") for t in study.trials)
+
+
+def test_ctrl_c_then_rerun_finishes_remaining_trials(tmp_path):
+    spec = write_spec(tmp_path, name="resume", run_cap=10, epochs=400)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--quiet", "--ray-address", "none"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _finished(storage, "resume") < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    done_before = _finished(storage, "resume")
+    assert 3 <= done_before < 10
+
+    run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
+    study = optuna.load_study(study_name="resume", storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("mlpsweep_interrupted")]
+    assert len(finished) == 10
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("resume")
+    parents = client.search_runs([exp.experiment_id], "tags.`mlpsweep.kind` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trials = client.search_runs([exp.experiment_id], "tags.`mlpsweep.kind` = 'trial'", max_results=1000)
+    # a trial whose restarts all diverged is a FAILED run: finished too
+    numbers = [int(r.data.tags["mlpsweep.trial"]) for r in trials if r.info.status in ("FINISHED", "FAILED")]
+    assert len(numbers) == len(set(numbers)) == 10
+    assert sorted(numbers) == sorted(t.number for t in finished)
+    assert not [r for r in trials if r.info.status == "RUNNING"]

@@ -1,0 +1,128 @@
+"""A real sweep end to end: local Ray, SQLite MLflow, checked through MlflowClient and Optuna alone."""
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import run_cli, write_spec
+from models import load_checkpoint, load_dataset
+
+pytestmark = pytest.mark.integration
+
+PARAMS = {"width", "depth", "activation", "optimizer", "lr", "restarts", "epochs", "hidden_sizes"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e")
+    spec = write_spec(folder, name="e2e", run_cap=8)
+    proc = run_cli("run", str(spec), "--quiet", cwd=folder, timeout=600)
+    return folder, proc
+
+
+def _runs(client, kind):
+    exp = client.get_experiment_by_name("e2e")
+    return client.search_runs([exp.experiment_id], f"tags.`mlpsweep.kind` = '{kind}'", max_results=1000)
+
+
+def test_cli_prints_summary_and_dashboard_command(sweep):
+    _, proc = sweep
+    assert "top" in proc.stdout and "val_mse" in proc.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
+
+
+def test_mlflow_holds_parent_trials_and_verifications(sweep):
+    folder, _ = sweep
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    parents = _runs(client, "sweep")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlpsweep.sweep"] == "e2e"
+    assert {"best_val_mse", "best_test_mse", "best_trial"} <= set(parent.data.metrics)
+    assert "spec.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+    trials = _runs(client, "trial")
+    assert sorted(int(r.data.tags["mlpsweep.trial"]) for r in trials) == list(range(8))
+    architectures = set()
+    for run in trials:
+        tags, data = run.data.tags, run.data
+        assert run.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["mlpsweep.verified"] == "pass"
+        assert tags["mlpsweep.node"]
+        architectures.add(tags["mlpsweep.architecture"])
+        assert PARAMS <= set(data.params), set(data.params)
+        assert {"train_mse", "val_mse", "test_mse"} <= set(data.metrics)
+        run_id = run.info.run_id
+        restarts = client.get_metric_history(run_id, "restart_train_mse")
+        statuses = json.loads(tags["mlpsweep.restart_status"])
+        assert len(statuses) == 3
+        # diverged restarts have no finite MSE: MLflow holds finite values only
+        assert sorted(m.step for m in restarts) == [r for r, s in enumerate(statuses) if not s.startswith("diverged")]
+        curve = client.get_metric_history(run_id, "curve_val_mse")
+        assert len(curve) >= 10 and curve[0].step == 0
+        files = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+        assert files == {"checkpoint/model.pt", "checkpoint/architecture.json"}
+        assert len(tags["mlpsweep.checkpoint_sha256"]) == 64
+
+    verifications = _runs(client, "verification")
+    verified = {r.data.tags["mlpsweep.architecture"]: r.data.tags["mlpsweep.verified"] for r in verifications}
+    assert set(verified) == architectures and set(verified.values()) == {"pass"}
+    assert len(verifications) == len(architectures)  # once per architecture
+
+
+def test_reloaded_checkpoint_reproduces_logged_test_mse(sweep, tmp_path):
+    folder, _ = sweep
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
+    for run in _runs(client, "trial")[:3]:
+        local = client.download_artifacts(run.info.run_id, "checkpoint", str(tmp_path / run.info.run_id))
+        model = load_checkpoint(local, expected_sha256=run.data.tags["mlpsweep.checkpoint_sha256"])
+        with torch.no_grad():
+            mse = ((model(data.X_test) - data.y_test) ** 2).mean().item()
+        assert mse == pytest.approx(run.data.metrics["test_mse"], rel=1e-5)
+
+
+def test_study_holds_eight_finished_trials(sweep):
+    folder, _ = sweep
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    states = [t.state for t in study.trials]
+    assert len(states) == 8 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
+    assert all(math.isfinite(t.value) for t in study.trials)
+
+
+def test_same_spec_and_seed_give_same_trials_in_process(sweep, tmp_path):
+    """Ray timing does not leak into the search: an in-process run of the same spec proposes the
+    same configurations and gets the same metrics."""
+    folder, _ = sweep
+    spec = write_spec(tmp_path, name="e2e", run_cap=8)
+    run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
+    ray_study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    local_study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path}/optuna.db")
+    for a, b in zip(ray_study.trials, local_study.trials):
+        assert a.params == b.params
+        assert a.value == pytest.approx(b.value, rel=1e-6)
+        assert a.user_attrs["test_mse"] == pytest.approx(b.user_attrs["test_mse"], rel=1e-6)
+
+
+def test_status_and_best_export(sweep, tmp_path):
+    folder, _ = sweep
+    status = run_cli("status", "e2e", cwd=folder)
+    assert "8 complete" in status.stdout
+    out = tmp_path / "best"
+    run_cli("best", "e2e", "--out", str(out), cwd=folder)
+    model = load_checkpoint(out)
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    import json
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["trial"] == study.best_trial.number
+    data = load_dataset("seed-1d")
+    with torch.no_grad():
+        val = ((model(data.X_val) - data.y_val) ** 2).mean().item()
+    assert val == pytest.approx(study.best_value, rel=1e-5)

@@ -1,0 +1,42 @@
+"""Ctrl+C that lands inside an Optuna tell must not leave a trial half told (CI saw KeyError: 3)."""
+from __future__ import annotations
+
+import os
+import signal
+
+import optuna
+import pytest
+
+from conftest import write_spec
+from sweeps import optuna_adapter as oa
+from sweeps.driver import SweepDriver
+from sweeps.spec import load_spec
+from workers.backend import InProcessBackend
+
+
+@pytest.mark.parametrize("at_tell", [1, 3])
+def test_ctrl_c_inside_a_tell_is_acted_on_after_it(tmp_path, monkeypatch, at_tell):
+    spec = load_spec(write_spec(tmp_path, name="sigint", run_cap=8, epochs=20))
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    real_tell = oa.tell
+    calls = []
+
+    def tell_with_ctrl_c(study, trial, *args, **kwargs):
+        calls.append(trial)
+        if len(calls) == at_tell:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered while this tell is under way
+        return real_tell(study, trial, *args, **kwargs)
+
+    monkeypatch.setattr(oa, "tell", tell_with_ctrl_c)
+    driver = SweepDriver(spec, InProcessBackend(2), None, storage)
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl+C handler not restored"
+
+    trials = optuna.load_study(study_name="sigint", storage=storage).trials
+    told = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(told) == at_tell  # the tell under way finished; nothing after it started
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    interrupted = [t for t in trials if t.user_attrs.get(oa.INTERRUPTED)]
+    queued = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(queued) == len(interrupted)  # every trial in flight is queued again

@@ -1,0 +1,32 @@
+"""The pure core imports no engines: models/ (and the worker-side trial code) load with Ray,
+MLflow and Optuna made unimportable; the spec loads without torch too."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
+
+
+@pytest.mark.parametrize("modules,blocked", [
+    (["models", "models.backprop", "models.verify", "models.training", "models.checkpoint", "models.data"],
+     ["ray", "mlflow", "optuna"]),
+    (["workers.trial", "workers.records", "workers.backend"], ["ray", "mlflow", "optuna"]),
+    (["sweeps.spec", "sweeps.space"], ["ray", "mlflow", "optuna", "torch"]),
+])
+def test_core_imports_without_engines(modules, blocked):
+    code = BLOCK.format(names=blocked) + "".join(f"import {m}\n" for m in modules)
+    code += "print('ok')\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_the_check_can_fail():
+    """Blocking works: a module that needs Ray does not import with Ray blocked."""
+    code = BLOCK.format(names=["ray"]) + "import workers.ray_backend\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "ray" in proc.stderr

@@ -1,0 +1,45 @@
+"""Co-batched trials: several same-shape trials in one job give each trial exactly the result it
+gets alone (per-member learning rates, momenta and optimizer states)."""
+from __future__ import annotations
+
+import pytest
+
+from models.training import TrainConfig
+from workers.backend import Finished, WorkerState
+from workers.records import DataConfig, TrialConfig
+
+
+def _trial(number: int, lr: float, momentum: float = 0.9, optimizer: str = "sgd") -> TrialConfig:
+    train = TrainConfig((1, 6, 6, 1), "tanh", optimizer, lr=lr, momentum=momentum if optimizer == "sgd" else 0.0,
+                        max_epochs=80, restarts=3, tol=0.0, seed=1000 + number)
+    return TrialConfig(number=number, params={"lr": lr}, train=train, data=DataConfig("seed-1d"))
+
+
+def _results(state: WorkerState, job: int, configs):
+    update = state.start(job, configs)
+    assert update.done
+    return {e.result.number: e.result for e in update.events if isinstance(e, Finished)}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_cobatched_trials_equal_trials_alone(optimizer):
+    configs = [_trial(n, lr, optimizer=optimizer) for n, lr in enumerate([0.003, 0.03, 0.1, 50.0])]
+    state = WorkerState("test")
+    together = _results(state, 0, configs)
+    assert set(together) == {0, 1, 2, 3}
+    for i, config in enumerate(configs):
+        alone = _results(state, 10 + i, [config])[config.number]
+        mine = together[config.number]
+        assert mine.state == alone.state and mine.restart_status == alone.restart_status
+        assert mine.restart_train_mse == pytest.approx(alone.restart_train_mse, rel=1e-5, nan_ok=True)
+        assert mine.val_curve == pytest.approx(alone.val_curve, rel=1e-5)
+        assert mine.extra.get("cobatched") == 4
+
+
+def test_cobatch_is_a_spec_key():
+    from sweeps.spec import SpecError, parse_spec
+
+    spec = parse_spec("name: x\ndata: {dataset: seed-1d}\nparameters: {}\ncobatch: 8\n")
+    assert spec.cobatch == 8
+    with pytest.raises(SpecError, match="cobatch"):
+        parse_spec("name: x\ndata: {dataset: seed-1d}\nparameters: {}\ncobatch: 0\n")

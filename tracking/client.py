@@ -1,0 +1,108 @@
+"""Shared MLflow handles: one explicit :class:`~mlflow.MlflowClient`, never the fluent API.
+
+The fluent ``mlflow.start_run`` keeps global, thread-unsafe state; everything in ``tracking/``
+takes a client and passes run ids explicitly instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from mlflow import MlflowClient
+from mlflow.entities import LifecycleStage
+from mlflow.exceptions import MlflowException
+
+__all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "make_client", "ensure_experiment"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative: the mlflow.db in the current directory
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The tracking URI to use: the argument, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def make_client(tracking_uri: str | None = None) -> MlflowClient:
+    """An MLflow client for ``tracking_uri`` (resolved by :func:`resolve_tracking_uri`).
+
+    Args:
+        tracking_uri: e.g. ``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``, or None.
+
+    Returns:
+        A client bound to that store (and its default artifact location).
+    """
+    return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """Id of the experiment called ``name``, creating it (or restoring it if deleted) as needed.
+
+    Safe against a concurrent creator: when another process wins the race, its experiment is
+    looked up and returned.
+
+    Args:
+        client: the tracking client.
+        name: experiment name.
+        artifact_location: where a newly created experiment stores artifacts (store default if None).
+
+    Returns:
+        The experiment id.
+
+    Raises:
+        MlflowException: the store refused for another reason than the race.
+    """
+    for _ in range(3):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == LifecycleStage.DELETED:
+                _restore(client, experiment.experiment_id, name)
+            return str(experiment.experiment_id)
+        try:
+            return str(client.create_experiment(name, artifact_location=artifact_location))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            log.debug("experiment %r was created concurrently; looking it up", name)
+    raise MlflowException(f"experiment {name!r}: could neither find nor create it")
+
+
+def _restore(client: MlflowClient, experiment_id: str, name: str) -> None:
+    try:
+        client.restore_experiment(experiment_id)
+        log.info("restored deleted experiment %r (id %s)", name, experiment_id)
+    except MlflowException:
+        # someone else restored it first; anything else shows up as the experiment still deleted
+        if client.get_experiment(experiment_id).lifecycle_stage != LifecycleStage.ACTIVE:
+            raise
+
+
+_FAST_SQLITE = False
+
+
+def enable_fast_sqlite() -> None:
+    """Make every SQLite store this process opens (MLflow's and Optuna's) commit without an fsync.
+
+    Sets ``journal_mode=WAL`` and ``synchronous=NORMAL`` on each new SQLite connection. A commit
+    then costs microseconds instead of an fsync (17 ms on our machines, dozens per trial). A
+    killed process loses nothing (the WAL lives in the OS page cache); only a power cut can
+    drop the last commits, and the database stays consistent. Readers (``mlflow ui``,
+    ``mlpsweep status``) keep working while a sweep writes.
+    """
+    global _FAST_SQLITE
+    if _FAST_SQLITE:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, connection_record):  # type: ignore[no-untyped-def]
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    _FAST_SQLITE = True

@@ -1,0 +1,155 @@
+"""The Ray implementation of the backend: a pool of long-lived trial workers (actors).
+
+Each actor imports torch once, uses one thread, caches datasets, and keeps the sessions of the
+trials it trains, so a trial resumed after a report continues on the same actor with no
+process start. The driver keeps at most ``slots`` requests in flight.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any
+
+import ray
+
+from workers.backend import Event, Finished, JobLost, JobUpdate, Verified, WorkerState
+from workers.records import TrialConfig
+
+__all__ = ["RayBackend", "connect", "TrialWorker"]
+
+log = logging.getLogger(__name__)
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
+    """Attach to Ray: a new local instance (``address=None``), ``"auto"``, or ``ray://host:port``.
+
+    A local instance starts no dashboard (and would bind one to 127.0.0.1) and picks free ports
+    (Redis holds 6379 on many machines). Ray 2.60 resolves a loopback node IP to the machine's
+    address, so its own gRPC servers are protected by its token authentication, not by binding.
+    """
+    if ray.is_initialized():
+        return {"address": ray.get_runtime_context().gcs_address}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address in (None, "local"):
+        # No dashboard (MLflow is the dashboard); if one is turned on, it binds to loopback.
+        kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1")
+    else:
+        kwargs["address"] = address
+    info = ray.init(**kwargs)
+    return {"address": getattr(info, "address_info", {}).get("gcs_address")}
+
+
+@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)
+class TrialWorker:
+    """One long-lived worker process: torch imported once, one thread, jobs kept in memory.
+
+    A worker that dies is restarted by Ray (``max_restarts=-1``); the jobs it held are reported
+    lost to the driver, which retries their trials (calls are not retried blindly by Ray, so a
+    trial's side effects stay under the driver's control).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.state = WorkerState(node=ray.get_runtime_context().get_node_id())
+
+    def start(self, job: int, configs: list[TrialConfig]) -> Event:
+        return self.state.start(job, configs)
+
+    def advance(self, job: int, prune: tuple[int, ...]) -> Event:
+        return self.state.advance(job, prune)
+
+    def verify(self, sizes: tuple[int, ...], activation: str) -> Event:
+        return self.state.verify(sizes, activation)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayBackend:
+    """Runs jobs on ``slots`` TrialWorker actors spread by Ray over the cluster."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.workers = [TrialWorker.options(scheduling_strategy="SPREAD").remote() for _ in range(slots)]
+        self.idle: deque[int] = deque(range(slots))
+        self.owner: dict[int, int] = {}  # job -> worker index
+        self.open: dict[int, set[int]] = {}  # job -> trial numbers not finished yet
+        self.inflight: dict[ray.ObjectRef, tuple[int, str, Any]] = {}
+        self.queue: deque[tuple[str, tuple]] = deque()
+
+    # ----------------------------------------------------------------- requests
+    def start(self, job: int, configs: list[TrialConfig]) -> None:
+        self.open[job] = {c.number for c in configs}
+        self._submit("start", (job, list(configs)))
+
+    def verify(self, sizes: tuple[int, ...], activation: str) -> None:
+        self._submit("verify", (tuple(sizes), activation))
+
+    def advance(self, job: int, prune: tuple[int, ...] = ()) -> None:
+        self._call(self.owner[job], "advance", job, job, tuple(prune))
+
+    def _submit(self, method: str, args: tuple) -> None:
+        if not self.idle:
+            self.queue.append((method, args))
+            return
+        index = self.idle.popleft()
+        key = args[0] if method == "start" else args
+        if method == "start":
+            self.owner[key] = index
+        self._call(index, method, key, *args)
+
+    def _call(self, index: int, method: str, key: Any, *args: Any) -> None:
+        ref = getattr(self.workers[index], method).remote(*args)
+        self.inflight[ref] = (index, method, key)
+
+    # ----------------------------------------------------------------- results
+    def pending(self) -> bool:
+        return bool(self.inflight or self.queue)
+
+    def events(self, timeout: float | None = None) -> list[Event]:
+        if not self.inflight:
+            return []
+        ready, rest = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        out: list[Event] = []
+        for ref in ready:
+            index, method, key = self.inflight.pop(ref)
+            try:
+                event = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                event = self._lost(method, key, exc)
+            out.append(event)
+            if isinstance(event, JobUpdate):
+                self.open[key] -= {e.result.number for e in event.events if isinstance(e, Finished)}
+                if not event.done:
+                    continue
+            self.owner.pop(key, None) if method != "verify" else None
+            self.open.pop(key, None) if method != "verify" else None
+            self.idle.append(index)
+            if self.queue:
+                method, args = self.queue.popleft()
+                self._submit(method, args)
+        return out
+
+    def _lost(self, method: str, key: Any, exc: Exception) -> Event:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        reason = f"worker lost ({type(exc).__name__}: {first})"
+        log.warning("%s %s: %s", method, key, reason)
+        if method == "verify":
+            from models.mlp import canonical_architecture
+
+            return Verified(canonical_architecture(*key), None, error=reason)
+        return JobLost(int(key), tuple(sorted(self.open.get(key, ()))), reason)
+
+    def worker_pids(self) -> list[int]:
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def close(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        self.workers.clear()
