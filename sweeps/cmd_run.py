@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["register", "prepare", "execute"]
+__all__ = ["register", "prepare", "execute", "start_backend", "open_tracker"]
 
 
 def register(subparsers: Any) -> None:
@@ -81,17 +82,27 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     from sweeps.console import progress_line, stderr_console
     from sweeps.driver import SweepDriver
     from tracking.sweep import default_storage
-    from workers.backend import InProcessBackend
 
     storage = storage or default_storage(tracking_uri)
-    tracker = open_tracker(tracking_uri, spec.name)
-    if ray_address == "none":
-        backend: Any = InProcessBackend(spec.concurrency)
-    else:
-        from workers.ray_backend import RayBackend, connect
+    # MLflow's set-up (import, schema check) runs beside Ray's start-up, which mostly waits on
+    # its own processes; Ray stays in this thread (its processes die with the thread that made them).
+    with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
+        opening = pool.submit(open_tracker, tracking_uri, spec.name)
+        try:
+            backend = start_backend(ray_address, spec.concurrency)
+        except BaseException:
+            if opening.exception() is None:
+                opening.result().close()
+            raise
+        try:
+            tracker = opening.result()
+        except BaseException:  # an unusable store: stop what was started, then say why
+            backend.close()
+            if ray_address != "none":
+                import ray
 
-        connect(ray_address, num_cpus=max(os.cpu_count() or 1, spec.concurrency))
-        backend = RayBackend(spec.concurrency)
+                ray.shutdown()
+            raise
     console = stderr_console()
     live = Live("starting…", console=console, refresh_per_second=4, transient=False) if not quiet else None
     update = (lambda stats: live.update(progress_line(stats))) if live else None
@@ -109,6 +120,18 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
         for e in errors[:5]:
             console.print(f"[yellow]warning:[/] MLflow write failed: {e}")
     return summaries, tracker
+
+
+def start_backend(ray_address: str | None, concurrency: int) -> Any:
+    """Where trials run: a local Ray (default), an existing cluster, or this process (``none``)."""
+    if ray_address == "none":
+        from workers.backend import InProcessBackend
+
+        return InProcessBackend(concurrency)
+    from workers.ray_backend import RayBackend, connect
+
+    connect(ray_address, num_cpus=max(os.cpu_count() or 1, concurrency))
+    return RayBackend(concurrency)
 
 
 def open_tracker(tracking_uri: str | None, name: str) -> Any:
@@ -137,12 +160,19 @@ def _run(args: argparse.Namespace) -> int:
 
     from sweeps.console import top_table
 
-    spec = prepare(args.spec, args.run_cap, args.concurrency)
-    summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
-                                 ray_address=args.ray_address, quiet=args.quiet)
-    from tracking.report import log_report_artifacts
+    from tracking.report_process import ReportProcess
 
-    log_report_artifacts(tracker.tracking_uri, spec.name, args.storage)  # never raises: plots are a bonus
+    spec = prepare(args.spec, args.run_cap, args.concurrency)
+    report = ReportProcess()  # imports its plotting stack while the sweep runs
+    try:
+        summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
+                                     ray_address=args.ray_address, quiet=args.quiet)
+    except BaseException:
+        report.cancel()
+        raise
+    report.draw(tracker.tracking_uri, spec.name, args.storage)  # never fails the run: plots are a bonus
+    _stop_local_ray()  # beside the drawing, not after it
+    report.wait()
     out = Console(width=max(Console().width, 110))
     out.print(top_table(summaries, spec.metric.name, title=f"sweep {spec.name}: top trials by {spec.metric.name}"))
     complete = sum(s.state == "COMPLETE" for s in summaries)
@@ -156,3 +186,10 @@ def _run(args: argparse.Namespace) -> int:
               f"past the retry budget: {tracking_failed[0].reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _stop_local_ray() -> None:
+    """Shut this process's Ray down now (it takes seconds) rather than at interpreter exit."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

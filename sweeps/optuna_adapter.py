@@ -280,7 +280,8 @@ def param_importances(study: optuna.Study, log_target: bool = True) -> dict[str,
     target = None
     if log_target and all(t.value > 0 for t in trials):  # type: ignore[operator]
         target = lambda t: math.log10(t.value)  # noqa: E731
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    # 32 trees rather than Optuna's 64: half the time (2.5 s -> 1.2 s for 200 trials) for a bar chart.
+    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)
     found = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying, target=target)
     return {name: float(value) for name, value in found.items()}
 

@@ -48,6 +48,8 @@ TAG = {
 }
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
+CURVE_POINTS = 200  # learning-curve points per metric; every epoch is in the run's curves.json
+CURVES_FILE = "curves.json"
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -111,6 +113,9 @@ class SweepTracker:
         self.study_uid = ""
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._errors: list[str] = []
+        self._stored: set[int] = set()  # trial numbers with a run in the store when the sweep opened
+        self._progress: list[Metric] = []  # parent-run history not yet written
+        self._progress_lock = threading.Lock()
         self._thread = threading.Thread(target=self._drain, name="mlpsweep-tracking", daemon=True)
         self._thread.start()
 
@@ -176,6 +181,7 @@ class SweepTracker:
             self.parent_run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":
                 self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._stored = self._stored_trials()
             return SweepRunInfo(self.tracking_uri, self.experiment_id, self.parent_run_id, True)
         run = self.client.create_run(
             self.experiment_id,
@@ -188,13 +194,38 @@ class SweepTracker:
         self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
         return SweepRunInfo(self.tracking_uri, self.experiment_id, self.parent_run_id, False)
 
+    def _stored_trials(self) -> set[int]:
+        """Trial numbers of this study that already have a run (one paged search, on resume)."""
+        numbers: set[int] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id],
+                                           filter_string=f"tags.`{TAG['run_key']}` LIKE '{self.study_uid}:%'",
+                                           max_results=5000, page_token=token)
+            numbers.update(int(r.data.tags[TAG["run_key"]].rsplit(":", 1)[1]) for r in page)
+            token = page.token
+            if not token:
+                return numbers
+
     def log_progress(self, number: int, objective: float | None, best: float | None) -> None:
-        """Optimisation history on the parent run: the trial's objective and the best so far."""
-        run_id = self.parent_run_id
+        """Optimisation history on the parent run: the trial's objective and the best so far.
+        Points are gathered and written by one ``log_batch`` whenever the writer gets to them."""
         metrics = [m for m in (_metric("trial_objective", objective, number), _metric("best_so_far", best, number)) if m]
-        if run_id and metrics:
-            self.submit(lambda: self._retrying("progress", lambda: self.client.log_batch(run_id, metrics=metrics))
-                        and None)
+        if not (self.parent_run_id and metrics):
+            return
+        with self._progress_lock:
+            first = not self._progress
+            self._progress.extend(metrics)
+        if first:
+            self.submit(self._write_progress)
+
+    def _write_progress(self) -> None:
+        with self._progress_lock:
+            metrics, self._progress = self._progress, []
+        run_id = self.parent_run_id
+        if run_id:
+            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+                self._retrying("progress", lambda: self.client.log_batch(run_id, metrics=list(chunk)))
 
     def close_parent(self, summary: dict[str, float | int | None], status: str = "FINISHED") -> None:
         run_id = self.parent_run_id
@@ -245,9 +276,14 @@ class SweepTracker:
         ``on_done(error)`` is called from the writer thread once the run is complete (error None)
         or the retry budget is spent (error says why).
         """
+        attempts = []
+
+        def write() -> None:
+            attempts.append(1)
+            self._write_trial(config, result, verified, architecture, look_up=len(attempts) > 1)
+
         def job() -> None:
-            error = self._retrying(f"trial {config.number}", lambda: self._write_trial(config, result, verified,
-                                                                                      architecture))
+            error = self._retrying(f"trial {config.number}", write)
             if on_done is not None:
                 on_done(error)
 
@@ -274,11 +310,20 @@ class SweepTracker:
         )
         return runs[0] if runs else None
 
-    def _write_trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str) -> None:
-        existing = self.find_trial_run(config.number)
-        if existing is not None and existing.info.status in ("FINISHED", "FAILED"):
-            log.info("trial %s already logged as run %s", config.number, existing.info.run_id)
-            return
+    def _write_trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str,
+                     look_up: bool = False) -> None:
+        """One trial's run in four calls: create (with every tag), one ``log_batch`` (params and
+        metrics; more only past 1000 values), the checkpoint, terminate. The run key is looked
+        up first only where a run may exist: a resumed sweep's trial or a retried write."""
+        if look_up or config.number in self._stored:
+            existing = self.find_trial_run(config.number)
+            if existing is not None and existing.info.status in ("FINISHED", "FAILED"):
+                log.info("trial %s already logged as run %s", config.number, existing.info.run_id)
+                return
+            if existing is not None:
+                # A half-written run from an earlier attempt (the store failed mid-write): metric
+                # history appends, so replace the run rather than log into it twice.
+                self.client.delete_run(existing.info.run_id)
         tags = {
             MLFLOW_PARENT_RUN_ID: self.parent_run_id or "",
             MLFLOW_RUN_NAME: f"trial-{config.number}",
@@ -298,45 +343,65 @@ class SweepTracker:
             tags[TAG["reason"]] = result.reason[:5000]
         if result.restart_status:
             tags[TAG["restarts"]] = json.dumps(list(result.restart_status))[:5000]
-        if existing is not None:
-            # A half-written run from an earlier attempt (the store failed mid-write): metric
-            # history appends, so replace the run rather than log into it twice.
-            self.client.delete_run(existing.info.run_id)
-        run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{config.number}", tags=tags).info.run_id
         params = {**config.params, "hidden_sizes": "-".join(map(str, config.train.sizes[1:-1]))}
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH],
-                              tags=[RunTag(k, v) for k, v in tags.items()])
-        ts = int(time.time() * 1000)
-        metrics = [
-            _metric("train_mse", result.train_mse, 0, ts),
-            _metric("val_mse", result.val_mse, 0, ts),
-            _metric("test_mse", result.test_mse, 0, ts),
-            _metric("best_restart", result.best_restart, 0, ts),
-            _metric("train_seconds", result.train_seconds, 0, ts),
-        ]
-        for name, values in (("restart_train_mse", result.restart_train_mse), ("restart_val_mse", result.restart_val_mse),
-                             ("restart_test_mse", result.restart_test_mse)):
-            metrics += [_metric(name, v, r, ts) for r, v in enumerate(values)]
-        metrics += [_metric("curve_train_mse", v, e, ts) for e, v in enumerate(result.train_curve)]
-        metrics += [_metric("curve_val_mse", v, e, ts) for e, v in enumerate(result.val_curve)]
-        metrics += [_metric("intermediate_value", v, e, ts) for e, v in result.intermediate]
-        kept = [m for m in metrics if m is not None]
-        for chunk in _chunks(kept, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=list(chunk))
-        if result.checkpoint is not None and result.checkpoint.state_dict:
-            self._log_checkpoint(run_id, config, result)
-        status = "FAILED" if result.state == "FAIL" else "FINISHED"
-        self.client.set_terminated(run_id, status)
+        param_list = [Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH]
+        metrics = _trial_metrics(result)
+        with tempfile.TemporaryDirectory(prefix="mlpsweep-run-") as tmp:
+            if result.checkpoint is not None and result.checkpoint.state_dict:
+                tags[TAG["sha256"]] = self._save_checkpoint(str(Path(tmp) / "checkpoint"), config, result)
+            if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
+                (Path(tmp) / CURVES_FILE).write_text(json.dumps(
+                    {"train_mse": _finite_or_none(result.train_curve), "val_mse": _finite_or_none(result.val_curve)}))
+            run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{config.number}",
+                                            tags=tags).info.run_id
+            first = MAX_METRICS_PER_BATCH - len(param_list)
+            self.client.log_batch(run_id, params=param_list, metrics=metrics[:first])
+            for chunk in _chunks(metrics[first:], MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=list(chunk))
+            if any(Path(tmp).iterdir()):
+                self.client.log_artifacts(run_id, tmp)
+        self.client.set_terminated(run_id, "FAILED" if result.state == "FAIL" else "FINISHED")
 
-    def _log_checkpoint(self, run_id: str, config: TrialConfig, result: TrialResult) -> None:
+    def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
+        """Write the trial's checkpoint files into ``folder`` (created); returns their sha256."""
         ckpt = result.checkpoint
         assert ckpt is not None
-        with tempfile.TemporaryDirectory(prefix="mlpsweep-ckpt-") as tmp:
-            save_checkpoint(tmp, ckpt.state_dict, ckpt.sizes, ckpt.activation,
-                            extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
-                                   "data": {"dataset": config.data.dataset,
-                                            "validation_fraction": config.data.validation_fraction,
-                                            "seed": config.data.seed}})
-            sha = json.loads((Path(tmp) / ARCH_FILE).read_text())["sha256"]
-            self.client.log_artifacts(run_id, tmp, artifact_path="checkpoint")
-        self.client.set_tag(run_id, TAG["sha256"], sha)
+        save_checkpoint(folder, ckpt.state_dict, ckpt.sizes, ckpt.activation,
+                        extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
+                               "data": {"dataset": config.data.dataset,
+                                        "validation_fraction": config.data.validation_fraction,
+                                        "seed": config.data.seed}})
+        return str(json.loads((Path(folder) / ARCH_FILE).read_text())["sha256"])
+
+
+def _finite_or_none(values: Sequence[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def curve_steps(n: int, points: int = CURVE_POINTS) -> list[int]:
+    """At most ``points`` evenly spaced epochs of an ``n``-epoch curve, always the first and last.
+    Each MLflow metric value costs a row insert (~0.1 ms on SQLite), and a chart of 200 points
+    shows what 2,000 do; the run's ``curves.json`` artifact keeps every epoch."""
+    if n <= points:
+        return list(range(n))
+    stride = -(-(n - 1) // (points - 1))
+    return sorted({*range(0, n - 1, stride), n - 1})
+
+
+def _trial_metrics(result: TrialResult) -> list[Metric]:
+    """A trial's finite metrics: finals (step 0), per restart (step = restart), curves (step = epoch)."""
+    ts = int(time.time() * 1000)
+    metrics = [
+        _metric("train_mse", result.train_mse, 0, ts),
+        _metric("val_mse", result.val_mse, 0, ts),
+        _metric("test_mse", result.test_mse, 0, ts),
+        _metric("best_restart", result.best_restart, 0, ts),
+        _metric("train_seconds", result.train_seconds, 0, ts),
+    ]
+    for name, values in (("restart_train_mse", result.restart_train_mse), ("restart_val_mse", result.restart_val_mse),
+                         ("restart_test_mse", result.restart_test_mse)):
+        metrics += [_metric(name, v, r, ts) for r, v in enumerate(values)]
+    for name, curve in (("curve_train_mse", result.train_curve), ("curve_val_mse", result.val_curve)):
+        metrics += [_metric(name, curve[e], e, ts) for e in curve_steps(len(curve))]
+    metrics += [_metric("intermediate_value", v, e, ts) for e, v in result.intermediate]
+    return [m for m in metrics if m is not None]

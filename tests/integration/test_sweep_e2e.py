@@ -126,3 +126,18 @@ def test_status_and_best_export(sweep, tmp_path):
     with torch.no_grad():
         val = ((model(data.X_val) - data.y_val) ** 2).mean().item()
     assert val == pytest.approx(study.best_value, rel=1e-5)
+
+
+def test_parent_run_holds_the_optimisation_history(sweep):
+    """Progress points are gathered and written in batches: none may be lost or doubled."""
+    folder, _ = sweep
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    parent = _runs(client, "sweep")[0].info.run_id
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    complete = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    objective = {m.step: m.value for m in client.get_metric_history(parent, "trial_objective")}
+    assert len(client.get_metric_history(parent, "trial_objective")) == len(complete)
+    assert objective == pytest.approx(complete)
+    best = [m.value for m in sorted(client.get_metric_history(parent, "best_so_far"), key=lambda m: m.step)]
+    assert len(best) == len(study.trials) and best == sorted(best, reverse=True)
+    assert best[-1] == pytest.approx(min(complete.values()))

@@ -1,0 +1,85 @@
+"""The trial-run writer on a real SQLite MLflow store: what one run holds, and in how few calls."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from models.training import TrainConfig
+from tracking.sweep import CURVE_POINTS, CURVES_FILE, SweepTracker, curve_steps
+from workers.records import Checkpoint, DataConfig, TrialConfig, TrialResult
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 199, 200, 201, 500, 2000, 4999])
+def test_curve_steps_are_few_sorted_and_keep_both_ends(n):
+    steps = curve_steps(n)
+    assert len(steps) <= CURVE_POINTS
+    assert steps == sorted(set(steps)) and all(0 <= s < n for s in steps)
+    if n:
+        assert steps[0] == 0 and steps[-1] == n - 1
+    if n <= CURVE_POINTS:
+        assert steps == list(range(n))
+    else:
+        assert len(steps) >= CURVE_POINTS // 2  # evenly spread, not a handful
+
+
+def _trial(number: int, epochs: int) -> tuple[TrialConfig, TrialResult]:
+    config = TrialConfig(number=number, params={"width": 4, "lr": 0.01},
+                         train=TrainConfig(sizes=(1, 4, 1), activation="tanh", max_epochs=epochs, restarts=1),
+                         data=DataConfig("seed-1d"))
+    curve = tuple(1.0 / (e + 1) for e in range(epochs))
+    state = {"0_weight": torch.zeros(1, 4), "0_bias": torch.zeros(4), "1_weight": torch.zeros(4, 1),
+             "1_bias": torch.zeros(1)}
+    result = TrialResult(number=number, state="COMPLETE", train_mse=curve[-1], val_mse=curve[-1] * 2,
+                         test_mse=curve[-1] * 3, best_restart=0, restart_train_mse=(curve[-1],),
+                         train_curve=curve, val_curve=tuple(math.nan if e == 3 else 2 * v for e, v in enumerate(curve)),
+                         checkpoint=Checkpoint(state, (1, 4, 1), "tanh"), node="n1")
+    return config, result
+
+
+def test_long_curves_are_thinned_in_metrics_and_kept_whole_in_an_artifact(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = SweepTracker(uri, "thin")
+    tracker.open_parent("name: thin\n", "uid1", {})
+    acks = []
+    for number, epochs in ((0, 500), (1, 50)):
+        config, result = _trial(number, epochs)
+        tracker.log_trial(config, result, verified="pass", architecture="1-4-1:tanh", on_done=acks.append)
+    assert tracker.close() == [] and acks == [None, None]
+
+    client = MlflowClient(uri)
+    runs = {int(r.data.tags["mlpsweep.trial"]): r for r in client.search_runs(
+        [client.get_experiment_by_name("thin").experiment_id], "tags.`mlpsweep.kind` = 'trial'")}
+    long_run, short_run = runs[0].info.run_id, runs[1].info.run_id
+    history = client.get_metric_history(long_run, "curve_train_mse")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == curve_steps(500)
+    assert all(m.value == pytest.approx(1.0 / (m.step + 1)) for m in history)
+    local = client.download_artifacts(long_run, CURVES_FILE, str(tmp_path))
+    whole = json.loads(open(local).read())
+    assert len(whole["train_mse"]) == len(whole["val_mse"]) == 500
+    assert whole["val_mse"][3] is None and whole["train_mse"][499] == pytest.approx(1 / 500)
+    assert len(client.get_metric_history(short_run, "curve_val_mse")) == 49  # the NaN epoch is left out
+    assert CURVES_FILE not in {a.path for a in client.list_artifacts(short_run)}
+    for run_id in (long_run, short_run):
+        files = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+        assert files == {"checkpoint/model.pt", "checkpoint/architecture.json"}
+        assert len(runs[0].data.tags["mlpsweep.checkpoint_sha256"]) == 64
+
+
+def test_progress_points_are_all_written_once(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = SweepTracker(uri, "progress")
+    parent = tracker.open_parent("name: progress\n", "uid2", {}).parent_run_id
+    best = math.inf
+    for number in range(57):
+        value = 1.0 + ((number * 37) % 11)
+        best = min(best, value)
+        tracker.log_progress(number, value if number % 5 else None, best)
+    assert tracker.close() == []
+    client = MlflowClient(uri)
+    assert sorted(m.step for m in client.get_metric_history(parent, "best_so_far")) == list(range(57))
+    assert sorted(m.step for m in client.get_metric_history(parent, "trial_objective")) == \
+        [n for n in range(57) if n % 5]
