@@ -7,9 +7,10 @@ first), and the trial is told to Optuna only after that write succeeded — so a
 any point leaves either a told trial with its run, or a RUNNING trial that the next run closes
 and queues again.
 
-Reproducibility: the k-th trial of a run is asked only once the (k − window)-th has been told,
-and trials are told in ask order, so the sampler sees the same history on every run of the same
-spec and seed however the workers' timing falls. ``window`` = 2 × slots × cobatch + 1: a slot
+Reproducibility: trials are told in ask order, and the k-th trial of a run is asked right after
+the (k − window)-th is told and before any later one is, so the sampler sees the same finished
+trials and the same trials in flight (TPE's constant liar) on every run of the same spec and seed
+however the workers' timing falls. ``window`` = 2 × slots × cobatch + 1: a slot
 freed by a short trial need not wait for a long one ahead of it to be told, and one trial is
 always asked ahead so that sampling is off the critical path. Pruning decisions, which compare trials
 mid-training, are the one exception.
@@ -169,6 +170,7 @@ class SweepDriver:
         self.acks: queue.Queue[tuple[int, str | None]] = queue.Queue()
         self._io: tuple[int, int] | None = None
         self._stop_asked = False  # Ctrl+C seen; acted on at the next safe point
+        self._all_asked = False  # no more asks this run: every logged trial may be told
 
     # ----------------------------------------------------------------- set-up
     def _data_shape(self) -> tuple[int, int]:
@@ -202,6 +204,7 @@ class SweepDriver:
                         self._ask_one()
                         asked += 1
                         self._safe_point()
+                    self._all_asked = asked >= remaining
                     self._start_jobs()
                     self._drain_acks()
                     self._tell_ready()
@@ -286,9 +289,10 @@ class SweepDriver:
         if waiting >= max(0, self.slots - self._busy()) * self.cobatch + 1:  # one asked ahead
             return False
         k = len(self.ask_order)
-        return k < self.window or self.ask_order[k - self.window] in self.told
+        return all(n in self.told or n in self.logged for n in self.ask_order[self._tell_pos:k - self.window + 1])
 
     def _ask_one(self) -> None:
+        self._tell_ready()  # the sampler sees exactly trials 0 … k − window told, the rest running
         trial = self.study.ask()
         params = oa.suggest_params(trial, self.spec)
         number = trial.number
@@ -438,8 +442,11 @@ class SweepDriver:
         self.logged.add(number)
 
     def _tell_ready(self) -> None:
-        """Tell logged trials in ask order; stop at the first one still out."""
-        while self._tell_pos < len(self.ask_order):
+        """Tell logged trials in ask order; stop at the first one still out. While trials remain
+        to be asked, the trial at ask position k − window is the last one told before the k-th
+        ask: which trials the sampler sees as told never depends on timing."""
+        limit = len(self.ask_order) if self._all_asked else len(self.ask_order) - self.window + 1
+        while self._tell_pos < limit:
             number = self.ask_order[self._tell_pos]
             if number not in self.told:
                 if number not in self.logged:
@@ -452,8 +459,6 @@ class SweepDriver:
         for key, val in (("train_mse", result.train_mse), ("val_mse", result.val_mse), ("test_mse", result.test_mse)):
             if val is not None and math.isfinite(val):
                 trial.set_user_attr(key, val)
-        if result.node:
-            trial.set_user_attr("node", result.node)
         if number in self.configs:
             trial.set_user_attr("config", self.configs[number].params)
         value = result.objective(self.spec.metric.name)

@@ -141,3 +141,22 @@ def test_parent_run_holds_the_optimisation_history(sweep):
     best = [m.value for m in sorted(client.get_metric_history(parent, "best_so_far"), key=lambda m: m.step)]
     assert len(best) == len(study.trials) and best == sorted(best, reverse=True)
     assert best[-1] == pytest.approx(min(complete.values()))
+
+
+def test_tpe_past_its_random_start_proposes_the_same_trials_whatever_the_timing(tmp_path):
+    """TPE's first 10 trials are random; after them, the constant liar sees trials in flight. The
+    driver tells trial k − window just before the k-th ask and no later one, so which trials the
+    sampler sees as finished never depends on how fast workers are: Ray with 2 workers and this
+    process one job at a time propose the same 16 trials."""
+    studies = []
+    for backend in ("ray", "none"):
+        folder = tmp_path / backend
+        folder.mkdir()
+        spec = write_spec(folder, name="order", run_cap=16, epochs=150)
+        extra = ("--ray-address", "none") if backend == "none" else ()
+        run_cli("run", str(spec), "--quiet", *extra, cwd=folder)
+        studies.append(optuna.load_study(study_name="order", storage=f"sqlite:///{folder}/optuna.db").trials)
+    ray_trials, local_trials = studies
+    assert len(ray_trials) == len(local_trials) == 16
+    assert [t.params for t in ray_trials] == [t.params for t in local_trials]
+    assert [t.value for t in ray_trials] == pytest.approx([t.value for t in local_trials], rel=1e-6)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -83,3 +84,42 @@ def test_progress_points_are_all_written_once(tmp_path):
     assert sorted(m.step for m in client.get_metric_history(parent, "best_so_far")) == list(range(57))
     assert sorted(m.step for m in client.get_metric_history(parent, "trial_objective")) == \
         [n for n in range(57) if n % 5]
+
+
+def test_a_dead_writer_answers_every_waiting_trial_with_an_error(tmp_path):
+    import signal
+
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "dead")
+    tracker.open_parent("name: dead\n", "uid3", {})
+    tracker.flush()
+    os.kill(tracker._writer._proc.pid, signal.SIGKILL)
+    acks: list = []
+    config, result = _trial(0, 10)
+    tracker.log_trial(config, result, verified="pass", architecture="1-4-1:tanh", on_done=acks.append)
+    tracker.flush()  # must not hang
+    errors = tracker.close()
+    assert len(acks) == 1 and "writer process" in acks[0]
+    assert errors and "writer process died" in errors[0]
+
+
+def test_the_writer_leaves_when_its_driver_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from conftest import ROOT
+
+    script = ("import os, sys; from tracking.sweep import SweepTracker; "
+              f"t = SweepTracker('sqlite:///{tmp_path}/mlflow.db', 'orphan'); t.flush(); "
+              "print(t._writer._proc.pid, flush=True); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE, \
+        "the writer process outlived its killed driver"

@@ -1,0 +1,336 @@
+"""The process that writes a sweep's runs to MLflow, so the driver's Optuna work and MLflow's
+never queue for the same interpreter lock.
+
+A trial's run costs the store ~50 ms of Python (SQLAlchemy) work and the driver's ask/tell about
+as much again; in one process the two take turns on the GIL, in two they run side by side.
+:class:`WriterProcess` is the driver's end: it sends pickled requests, a reader thread turns the
+replies into ``on_done`` calls. :class:`RunWriter` is the writing itself, the same code whichever
+process runs it. The child leaves when its parent dies, so a killed driver leaves no writer behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
+                           finite_or_none, metric, trial_metrics)
+from workers.records import TrialConfig, TrialResult
+
+__all__ = ["RunWriter", "WriterProcess", "find_trial_run", "run_key"]
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[str | None], None]
+
+
+def run_key(study_uid: str, number: int) -> str:
+    return f"{study_uid}:{number}"
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, key: str) -> Any | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG['run_key']}` = '{key}'", max_results=5)
+    return runs[0] if runs else None
+
+
+class RunWriter:
+    """Writes trial, verification and parent-run records, each retried as one idempotent unit."""
+
+    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
+                 wanted: Callable[[], bool] = lambda: True) -> None:
+        from tracking.client import make_client
+
+        self.client = make_client(tracking_uri)
+        self.sweep = sweep
+        self.experiment_id = experiment_id
+        self.retry_seconds = retry_seconds
+        self.parent_run_id = ""
+        self.study_uid = ""
+        self.stored: set[int] = set()  # trial numbers with a run in the store when the sweep opened
+        self.errors: list[str] = []
+        self.wanted = wanted  # False once the driver is gone: stop retrying for it
+
+    def retrying(self, what: str, write: Callable[[], None]) -> str | None:
+        """Run an idempotent write until it succeeds or the retry budget is spent.
+
+        MLflow's REST client already retries 408/429/5xx and refused connections with backoff;
+        this outer loop covers longer outages (a restarted tracking server). Returns None on
+        success, else the last error.
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                write()
+                return None
+            except Exception as exc:  # any store error: retry, the write is idempotent
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                if time.monotonic() + delay > deadline or not self.wanted():
+                    log.error("MLflow %s failed, giving up after %.0f s: %s", what, self.retry_seconds, error)
+                    return error
+                log.warning("MLflow %s failed (%s); retrying in %.1f s", what, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # ----------------------------------------------------------------- requests
+    def trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str) -> str | None:
+        attempts: list[int] = []
+
+        def write() -> None:
+            attempts.append(1)
+            self._write_trial(config, result, verified, architecture, look_up=len(attempts) > 1)
+
+        return self.retrying(f"trial {config.number}", write)
+
+    def progress(self, metrics: list[Metric]) -> None:
+        for part in chunks(metrics, MAX_METRICS_PER_BATCH) if self.parent_run_id else ():
+            def write(points: list[Metric] = list(part)) -> None:
+                self.client.log_batch(self.parent_run_id, metrics=points)
+
+            self._note(self.retrying("progress", write))
+
+    def close_parent(self, metrics: list[Metric], status: str) -> None:
+        def write() -> None:
+            if metrics:
+                self.client.log_batch(self.parent_run_id, metrics=metrics)
+            self.client.set_terminated(self.parent_run_id, status)
+
+        if self.parent_run_id:
+            self._note(self.retrying("parent run", write))
+
+    def verification(self, report: Any) -> None:
+        from tracking.verification import find_verification, record_verification
+
+        def write() -> None:
+            if find_verification(self.client, self.experiment_id, report.architecture) is None:
+                record_verification(self.client, self.experiment_id, report, parent_run_id=self.parent_run_id or None,
+                                    sweep=self.sweep)
+
+        self._note(self.retrying("verification run", write))
+
+    def _note(self, error: str | None) -> None:
+        if error is not None:
+            self.errors.append(error)
+
+    # ----------------------------------------------------------------- one trial's run
+    def _write_trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str,
+                     look_up: bool = False) -> None:
+        """One trial's run in four calls: create (with every tag), one ``log_batch`` (params and
+        metrics; more only past 1000 values), the artifacts, terminate. The run key is looked up
+        first only where a run may exist: a resumed sweep's trial or a retried write."""
+        key = run_key(self.study_uid, config.number)
+        if look_up or config.number in self.stored:
+            existing = find_trial_run(self.client, self.experiment_id, key)
+            if existing is not None and existing.info.status in ("FINISHED", "FAILED"):
+                log.info("trial %s already logged as run %s", config.number, existing.info.run_id)
+                return
+            if existing is not None:
+                # A half-written run from an earlier attempt (the store failed mid-write): metric
+                # history appends, so replace the run rather than log into it twice.
+                self.client.delete_run(existing.info.run_id)
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            MLFLOW_RUN_NAME: f"trial-{config.number}",
+            TAG["kind"]: "trial",
+            TAG["sweep"]: self.sweep,
+            TAG["trial"]: str(config.number),
+            TAG["architecture"]: architecture,
+            TAG["verified"]: verified,
+            TAG["run_key"]: key,
+            TAG["state"]: result.state,
+            "number": str(config.number),
+            "state": result.state,
+        }
+        if result.node:
+            tags[TAG["node"]] = result.node
+        if result.reason:
+            tags[TAG["reason"]] = result.reason[:5000]
+        if result.restart_status:
+            tags[TAG["restarts"]] = json.dumps(list(result.restart_status))[:5000]
+        params = {**config.params, "hidden_sizes": "-".join(map(str, config.train.sizes[1:-1]))}
+        param_list = [Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH]
+        metrics = trial_metrics(result)
+        with tempfile.TemporaryDirectory(prefix="mlpsweep-run-") as tmp:
+            if result.checkpoint is not None and result.checkpoint.state_dict:
+                tags[TAG["sha256"]] = self._save_checkpoint(str(Path(tmp) / "checkpoint"), config, result)
+            if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
+                (Path(tmp) / CURVES_FILE).write_text(json.dumps(
+                    {"train_mse": finite_or_none(result.train_curve), "val_mse": finite_or_none(result.val_curve)}))
+            run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{config.number}",
+                                            tags=tags).info.run_id
+            first = MAX_METRICS_PER_BATCH - len(param_list)
+            self.client.log_batch(run_id, params=param_list, metrics=metrics[:first])
+            for part in chunks(metrics[first:], MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=list(part))
+            if any(Path(tmp).iterdir()):
+                self.client.log_artifacts(run_id, tmp)
+        self.client.set_terminated(run_id, "FAILED" if result.state == "FAIL" else "FINISHED")
+
+    def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
+        """Write the trial's checkpoint files into ``folder`` (created); returns their sha256."""
+        from models.checkpoint import ARCH_FILE, save_checkpoint
+
+        ckpt = result.checkpoint
+        assert ckpt is not None
+        save_checkpoint(folder, ckpt.state_dict, ckpt.sizes, ckpt.activation,
+                        extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
+                               "data": {"dataset": config.data.dataset,
+                                        "validation_fraction": config.data.validation_fraction,
+                                        "seed": config.data.seed}})
+        return str(json.loads((Path(folder) / ARCH_FILE).read_text())["sha256"])
+
+
+# --------------------------------------------------------------------- the child process
+def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
+           parent_pid: int) -> None:
+    """The writer's loop: requests in order; progress points gathered into one write per pass."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the driver's; it closes us in order
+    from tracking.client import enable_fast_sqlite
+
+    enable_fast_sqlite()
+
+    def wanted() -> bool:  # a killed driver's writer must not finish runs its successor re-queues
+        return os.getppid() == parent_pid
+
+    writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
+    while True:
+        try:
+            batch = [inbox.get(timeout=0.5)]
+        except queue.Empty:
+            if not wanted():
+                return
+            continue
+        while True:
+            try:
+                batch.append(inbox.get_nowait())
+            except queue.Empty:
+                break
+        points: list[Metric] = []
+        for raw in batch:
+            if not wanted():
+                return
+            request = pickle.loads(raw)
+            kind = request[0]
+            if kind == "progress":
+                points.extend(request[1])
+                continue
+            if points and kind in ("flush", "close", "close_parent"):
+                writer.progress(points)
+                points = []
+            try:
+                if kind == "parent":
+                    writer.parent_run_id, writer.study_uid, writer.stored = request[1:]
+                elif kind == "trial":
+                    token, config, result, verified, architecture = request[1:]
+                    try:
+                        error = writer.trial(config, result, verified, architecture)
+                    except Exception as exc:  # not a store error (those are retried): answer anyway
+                        log.exception("MLflow write of trial %s failed", config.number)
+                        error = f"{type(exc).__name__}: {exc}"[:300]
+                    outbox.put(("done", token, error))
+                elif kind == "verification":
+                    writer.verification(request[1])
+                elif kind == "close_parent":
+                    writer.close_parent(*request[1:])
+                elif kind == "flush":
+                    outbox.put(("flushed", request[1], None))
+                elif kind == "close":
+                    outbox.put(("closed", 0, writer.errors))
+                    return
+            except Exception as exc:  # keep writing the rest; reported at close
+                log.exception("MLflow write failed")
+                writer.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        if points:
+            writer.progress(points)
+
+
+class WriterProcess:
+    """The driver's end of the writer process: requests go out in order, replies come back to
+    ``on_done`` callbacks on a reader thread."""
+
+    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._inbox = context.Queue()
+        self._outbox = context.Queue()
+        self._proc = context.Process(
+            target=_serve, name="mlpsweep-tracking", daemon=True,
+            args=(self._inbox, self._outbox, tracking_uri, sweep, experiment_id, retry_seconds, os.getpid()))
+        self._proc.start()
+        self._lock = threading.Lock()
+        self._waiting: dict[int, Done] = {}
+        self._next = 0
+        self._errors: list[str] | None = None
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="mlpsweep-tracking-replies", daemon=True)
+        self._reader.start()
+
+    def send(self, *request: Any, on_done: Done | None = None) -> None:
+        """Queue a request; ``on_done(error)`` is called once the child has answered it."""
+        if on_done is not None:
+            with self._lock:
+                token, self._next = self._next, self._next + 1
+                self._waiting[token] = on_done
+            request = (request[0], token, *request[1:])
+        if self._closed.is_set():
+            if on_done is not None:
+                self._answer(token, "the MLflow writer process has stopped")
+            return
+        self._inbox.put(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def flush(self) -> None:
+        """Wait until everything sent so far is written."""
+        done = threading.Event()
+        self.send("flush", on_done=lambda error: done.set())
+        done.wait()
+
+    def close(self) -> list[str]:
+        """Write everything sent, stop the child, return the errors it met."""
+        if not self._closed.is_set():
+            self._inbox.put(pickle.dumps(("close",)))
+            self._closed.wait()
+        self._proc.join(timeout=30)
+        return list(self._errors or [])
+
+    def _answer(self, token: int, error: str | None) -> None:
+        with self._lock:
+            callback = self._waiting.pop(token, None)
+        if callback is not None:
+            callback(error)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                kind, token, payload = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                if self._proc.is_alive():
+                    continue
+                self._fail(f"the MLflow writer process died (exit code {self._proc.exitcode})")
+                return
+            if kind == "closed":
+                self._errors = payload
+                self._closed.set()
+                return
+            self._answer(token, payload)
+
+    def _fail(self, error: str) -> None:
+        """The child is gone: every request still waiting gets ``error``, nothing hangs."""
+        self._errors = [error]
+        self._closed.set()
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for callback in waiting.values():
+            callback(error)
