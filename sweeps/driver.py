@@ -162,6 +162,8 @@ class SweepDriver:
         self.held: dict[str, list[int]] = {}  # architecture -> trials waiting for its verdict
         self.verdicts: dict[str, str] = {}  # architecture -> pass | fail | pending
         self.verifying = 0
+        self.verify_jobs: dict[str, tuple[tuple[int, ...], str]] = {}  # architecture -> (sizes, activation)
+        self.verify_attempts: dict[str, int] = {}
         self.jobs: dict[int, list[int]] = {}  # job -> trial numbers still open in it
         self.next_job = 0
         self.attempts: dict[int, int] = {}
@@ -313,8 +315,7 @@ class SweepDriver:
             verdict = self.tracker.find_verdict(architecture)
         if verdict is None:
             verdict = "pending"
-            self.verifying += 1
-            self.backend.verify(config.train.sizes, config.train.activation)
+            self._verify(architecture, config.train.sizes, config.train.activation)
         self.verdicts[architecture] = verdict
         if self.spec.verify == "record" or verdict == "pass":
             self.ready.append(number)
@@ -387,19 +388,44 @@ class SweepDriver:
                 self._finished(TrialResult(number, FAIL, reason=f"{lost.reason}; gave up after {MAX_ATTEMPTS} "
                                                                 f"attempts"))
 
+    def _verify(self, architecture: str, sizes: tuple[int, ...], activation: str) -> None:
+        self.verifying += 1
+        self.verify_jobs[architecture] = (tuple(sizes), activation)
+        self.backend.verify(tuple(sizes), activation)
+
     def _verified(self, event: Verified) -> None:
         self.verifying -= 1
-        passed = event.report is not None and bool(event.report.passed)
+        if event.report is None:  # it did not run (its worker died): no verdict, so try again
+            self._verification_lost(event)
+            return
+        passed = bool(event.report.passed)
         self.verdicts[event.architecture] = "pass" if passed else "fail"
-        if event.report is not None and self.tracker is not None:
+        if self.tracker is not None:
             self.tracker.record_verification(event.report)
-        if event.error:
-            log.warning("verification of %s did not run: %s", event.architecture, event.error)
         for number in self.held.pop(event.architecture, []):
             if passed:
                 self.ready.append(number)
             else:
                 self._gate_fail(number, event.architecture)
+
+    def _verification_lost(self, event: Verified) -> None:
+        """A verification that never ran is retried like a trial, and never read as a failure."""
+        arch = event.architecture
+        tries = self.verify_attempts.get(arch, 1)
+        if tries < MAX_ATTEMPTS:
+            log.warning("verification of %s did not run: %s; retrying (attempt %d of %d)", arch, event.error,
+                        tries + 1, MAX_ATTEMPTS)
+            self.verify_attempts[arch] = tries + 1
+            self.stats.retried += 1
+            self._verify(arch, *self.verify_jobs[arch])
+            return
+        log.error("verification of %s did not run after %d attempts: %s", arch, MAX_ATTEMPTS, event.error)
+        self.verdicts[arch] = "not_run"  # the held trials' runs say so; the next trial of it tries again
+        for number in self.held.pop(arch, []):
+            self._finished(TrialResult(number, FAIL, reason=f"backprop verification of {arch} could not run "
+                                                            f"({MAX_ATTEMPTS} attempts): {event.error}"[:500]))
+        del self.verdicts[arch]
+        self.verify_attempts.pop(arch, None)
 
     def _finished(self, result: TrialResult) -> None:
         """A trial's outcome is in: write its run, then (on the ack) tell Optuna in order."""
@@ -447,6 +473,7 @@ class SweepDriver:
         ask: which trials the sampler sees as told never depends on timing."""
         limit = len(self.ask_order) if self._all_asked else len(self.ask_order) - self.window + 1
         while self._tell_pos < limit:
+            self._safe_point()  # Ctrl+C between two tells, never inside one
             number = self.ask_order[self._tell_pos]
             if number not in self.told:
                 if number not in self.logged:

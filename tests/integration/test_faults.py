@@ -65,7 +65,8 @@ def test_killed_workers_lose_no_trial_and_duplicate_no_run(tmp_path):
     from tracking.sweep import SweepTracker
     from workers.ray_backend import RayBackend, connect
 
-    spec = load_spec(write_spec(tmp_path, name="killed", run_cap=40, epochs=1000))
+    # Long enough that 10 kills always land inside the sweep, however fast the machinery gets.
+    spec = load_spec(write_spec(tmp_path, name="killed", run_cap=40, epochs=3000))
     connect(None, num_cpus=2)
     kills: list[int] = []
     stop = threading.Event()
@@ -82,7 +83,7 @@ def test_killed_workers_lose_no_trial_and_duplicate_no_run(tmp_path):
                     kills.append(pid)
                 except ProcessLookupError:
                     pass
-            stop.wait(rng.uniform(0.4, 1.0))
+            stop.wait(rng.uniform(0.3, 0.8))
 
     try:
         tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
