@@ -152,7 +152,7 @@ def test_tpe_past_its_random_start_proposes_the_same_trials_whatever_the_timing(
     for backend in ("ray", "none"):
         folder = tmp_path / backend
         folder.mkdir()
-        spec = write_spec(folder, name="order", run_cap=16, epochs=150)
+        spec = write_spec(folder, name="order", run_cap=16, epochs=60)
         extra = ("--ray-address", "none") if backend == "none" else ()
         run_cli("run", str(spec), "--quiet", *extra, cwd=folder)
         studies.append(optuna.load_study(study_name="order", storage=f"sqlite:///{folder}/optuna.db").trials)
