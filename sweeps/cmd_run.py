@@ -98,10 +98,7 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
             tracker = opening.result()
         except BaseException:  # an unusable store: stop what was started, then say why
             backend.close()
-            if ray_address != "none":
-                import ray
-
-                ray.shutdown()
+            _stop_local_ray()
             raise
     console = stderr_console()
     live = Live("starting…", console=console, refresh_per_second=4, transient=False) if not quiet else None
@@ -189,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stop_local_ray() -> None:
-    """Shut this process's Ray down now (it takes seconds) rather than at interpreter exit."""
+    """Shut this process's Ray down (or leave a cluster) now, not at interpreter exit: it takes seconds."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()

@@ -231,3 +231,19 @@ def test_crafted_checkpoint_is_refused_by_best(tmp_path):
     with pytest.raises(CheckpointError, match="not a plain tensor state dict"):
         load_checkpoint(models[0].parent)  # without the MLflow digest, weights_only still refuses
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("ray_address", ["none", None])
+def test_unusable_tracking_store_is_one_line_exit_2_and_creates_nothing(tmp_path, ray_address):
+    """MLflow is set up beside Ray's start: a store that cannot be used still stops everything."""
+    from conftest import free_port
+
+    spec = write_spec(tmp_path, name="nostore")
+    extra = ["--ray-address", ray_address] if ray_address else []
+    proc = run_cli("run", str(spec), "--quiet", "--tracking-uri", f"http://127.0.0.1:{free_port()}", *extra,
+                   cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mlpsweep run: error:")]
+    assert len(lines) == 1 and "--tracking-uri" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "optuna.db").exists()
