@@ -16,6 +16,7 @@ Runs alternate over ``--reps`` repetitions; medians are reported. Also: tiny-tri
 (1 restart, 20 epochs, width 8, 500 trials, full tracking) and concurrency 1 vs 2.
 
     .venv/bin/python bench/sweep.py [--reps 3] [--tiny-trials 500] [--skip-plain]
+    .venv/bin/python bench/sweep.py --once SPEC [--checkout OTHER_CLONE]   # A/B between checkouts
 """
 from __future__ import annotations
 
@@ -57,18 +58,21 @@ parameters:
 """
 
 
-def run_service(spec: Path, folder: Path, *extra: str) -> dict:
-    """Run ``mlpsweep run`` in a fresh folder; wall times and per-trial math time."""
+def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) -> dict:
+    """Run ``mlpsweep run`` in a fresh folder with the code (and ``.venv``) of ``checkout``;
+    wall times and per-trial math time."""
     import optuna
+    import yaml
     from mlflow import MlflowClient
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    python = sys.executable if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--quiet", *extra], cwd=folder, env=env,
+    subprocess.run([python, "-m", "sweeps.cli", "run", str(spec), "--quiet", *extra], cwd=folder, env=env,
                    check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    name = spec.stem if spec != SPEC else "seed-1d-64"
+    name = yaml.safe_load(spec.read_text())["name"]
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
     trials = study.trials
     sweep_wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
@@ -138,7 +142,19 @@ def main() -> None:
     parser.add_argument("--tiny-trials", type=int, default=500)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--once", type=Path, default=None, metavar="SPEC",
+                        help="only run SPEC through the service once and print its figures (for A/B runs)")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="with --once: the checkout whose code and .venv run the sweep (default: this one)")
     args = parser.parse_args()
+    if args.once is not None:
+        with tempfile.TemporaryDirectory(prefix="mlpsweep-once-") as tmp:
+            svc = run_service(args.once.resolve(), Path(tmp), checkout=args.checkout.resolve())
+        svc.pop("study")
+        svc["overhead"] = 1 - (svc["math_seconds"] / 2) / svc["sweep_wall"]
+        svc["trials_per_second"] = {"sweep": svc["trials"] / svc["sweep_wall"], "end_to_end": svc["trials"] / svc["wall"]}
+        print(json.dumps({"checkout": str(args.checkout), "spec": str(args.once), **svc}, indent=2))
+        return
     data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
     rows: dict[str, list[float]] = {k: [] for k in ("service", "service_sweep", "plain", "batched", "overhead")}
     best: dict[str, float] = {}

@@ -25,7 +25,7 @@ class ReportProcess:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen([sys.executable, "-m", "tracking.report_process"], stdin=subprocess.PIPE,
-                                      text=True, env=os.environ.copy())
+                                      text=True)
 
     def draw(self, tracking_uri: str | None, sweep: str, storage: str | None) -> None:
         """Start drawing (returns at once): every trial must be written to the store by now."""
