@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sweeps.spec import (
@@ -32,6 +32,8 @@ from sweeps.spec import (
 # A path: "spec", or fields joined by dots with [i] / [odd key] parts, then ": " and the rule.
 PATH = re.compile(r"^(?:spec|[A-Za-z_][\w-]*|\[[^\]]*\])(?:\.[A-Za-z_][\w-]*|\[[^\]]*\])*: \S")
 TOP_FIELDS = set(SweepSpec.model_fields)
+# What pydantic's own rendering adds (a user's echoed value may hold any word, "http" included).
+PYDANTIC_MARKS = ("errors.pydantic.dev", "For further information visit", "input_value=", "[type=")
 
 
 def base() -> dict[str, Any]:
@@ -49,7 +51,8 @@ def refused(source: Any) -> list[str]:
     assert problems, "a SpecError must say why"
     for line in problems:
         assert PATH.match(line), f"no field path at the start of {line!r}"
-        assert "\n" not in line and "pydantic" not in line and "http" not in line, line
+        assert "\n" not in line, line
+        assert not any(mark in line for mark in PYDANTIC_MARKS), line
         assert len(line) < 600, line
     assert str(info.value) == "\n".join(problems)
     return problems
@@ -158,6 +161,7 @@ JUNK = settings(max_examples=60, deadline=None, derandomize=True,
 
 @JUNK
 @given(doc=not_a_mapping)
+@example(doc=[{"http": None}])  # an echoed value may hold any word (CI drew this one)
 def test_document_that_is_not_a_mapping(doc: Any) -> None:
     assert refused(doc)[0].startswith("spec: ")
 
