@@ -27,6 +27,7 @@ test-fast: install
 bench: install
 	$(PY) bench/restarts.py
 	$(PY) bench/sweep.py --json bench/last-run.json
+	$(PY) bench/timeline.py bench/seed-1d-64.yaml
 
 clean:
 	rm -rf $(VENV) *.egg-info mlflow.db mlruns mlartifacts

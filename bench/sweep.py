@@ -61,9 +61,11 @@ parameters:
 def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) -> dict:
     """Run ``mlpsweep run`` in a fresh folder with the code (and ``.venv``) of ``checkout``;
     wall times and per-trial math time."""
-    import optuna
     import yaml
     from mlflow import MlflowClient
+
+    from sweeps.optuna_adapter import load_study
+    from tracking.sweep import default_storage
 
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -73,7 +75,7 @@ def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) ->
                    check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     name = yaml.safe_load(spec.read_text())["name"]
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
+    study = load_study(name, default_storage(f"sqlite:///{folder}/mlflow.db"))  # journal, or an old checkout's optuna.db
     trials = study.trials
     sweep_wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")

@@ -107,7 +107,13 @@ def check_stores(tracking_uri: str | None, storage: str | None) -> tuple[str, st
                 "--storage postgresql+psycopg2://USER:PASSWORD@postgres:5432/optuna")
         storage = ""
     else:
-        _check_one("--storage", storage, check)
+        from sweeps.optuna_adapter import check_storage
+
+        try:
+            check_storage(storage)
+            _check_one("--storage", storage, check)
+        except ValueError as exc:
+            check.problems.append(str(exc))
     return uri, storage, check
 
 

@@ -33,8 +33,9 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--storage", default=None,
-                        help="Optuna storage URL (default: optuna.db beside a SQLite MLflow store, "
-                             "e.g. postgresql://user@host/db for a cluster)")
+                        help="Optuna storage: a database URL (e.g. postgresql://user@host/db for a cluster) "
+                             "or a journal file PATH.journal (default: optuna.journal beside a SQLite MLflow "
+                             "store)")
 
 
 def _positive_int(text: str) -> int:
@@ -128,7 +129,9 @@ def start_backend(ray_address: str | None, concurrency: int) -> Any:
     from workers.ray_backend import RayBackend, connect
 
     connect(ray_address, num_cpus=max(os.cpu_count() or 1, concurrency))
-    return RayBackend(concurrency)
+    backend = RayBackend(concurrency)
+    backend.wait_ready()  # beside MLflow's set-up, not inside the sweep's first trials
+    return backend
 
 
 def open_tracker(tracking_uri: str | None, name: str) -> Any:
@@ -156,10 +159,13 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sweeps.console import top_table
+    from sweeps.stores import check_storage_option
 
     from tracking.report_process import ReportProcess
 
     spec = prepare(args.spec, args.run_cap, args.concurrency)
+    if args.storage:
+        check_storage_option(args.storage)
     report = ReportProcess()  # imports its plotting stack while the sweep runs
     try:
         summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
@@ -168,8 +174,6 @@ def _run(args: argparse.Namespace) -> int:
         report.cancel()
         raise
     report.draw(tracker.tracking_uri, spec.name, args.storage)  # never fails the run: plots are a bonus
-    _stop_local_ray()  # beside the drawing, not after it
-    report.wait()
     out = Console(width=max(Console().width, 110))
     out.print(top_table(summaries, spec.metric.name, title=f"sweep {spec.name}: top trials by {spec.metric.name}"))
     complete = sum(s.state == "COMPLETE" for s in summaries)
@@ -178,6 +182,8 @@ def _run(args: argparse.Namespace) -> int:
               f"mlpsweep best {spec.name} --out best-{spec.name}")
     uri = tracker.tracking_uri
     out.print(f"Dashboard: mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (experiment '{spec.name}')")
+    _stop_local_ray()  # beside the drawing, not after it; the results are on screen meanwhile
+    report.wait()
     if tracking_failed:
         print(f"mlpsweep run: {len(tracking_failed)} trial(s) failed because the tracking store was unreachable "
               f"past the retry budget: {tracking_failed[0].reason}", file=sys.stderr)

@@ -33,7 +33,7 @@ from models.training import TrainConfig, stack_key
 from sweeps import optuna_adapter as oa
 from sweeps.spec import SweepSpec, hidden_widths, spec_digest, spec_to_yaml
 from workers.backend import Backend, Finished, JobLost, JobUpdate, Reported, Verified
-from workers.records import COMPLETE, FAIL, PRUNED, DataConfig, TrialConfig, TrialResult
+from workers.records import COMPLETE, FAIL, PRUNED, DataConfig, TrialConfig, TrialResult, gate_reason
 
 __all__ = ["SweepDriver", "SweepStats", "TrialSummary", "build_trial_config", "data_config", "summarize",
            "MAX_ATTEMPTS"]
@@ -160,10 +160,9 @@ class SweepDriver:
         self._tell_pos = 0  # ask_order[:_tell_pos] are all told
         self.ready: deque[int] = deque()  # asked and cleared to train, not started
         self.held: dict[str, list[int]] = {}  # architecture -> trials waiting for its verdict
-        self.verdicts: dict[str, str] = {}  # architecture -> pass | fail | pending
-        self.verifying = 0
-        self.verify_jobs: dict[str, tuple[tuple[int, ...], str]] = {}  # architecture -> (sizes, activation)
-        self.verify_attempts: dict[str, int] = {}
+        # architecture -> pass | fail | pending | not_run (no verdict: the next trial verifies again)
+        self.verdicts: dict[str, str] = {}
+        self.verifying: dict[str, int] = {}  # architecture -> the job verifying it before it trains
         self.jobs: dict[int, list[int]] = {}  # job -> trial numbers still open in it
         self.next_job = 0
         self.attempts: dict[int, int] = {}
@@ -202,9 +201,11 @@ class SweepDriver:
         try:
             with self._deferred_ctrl_c():
                 while True:
+                    self._start_jobs(full_only=True)  # a freed slot never waits for the next ask
                     while asked < remaining and self._can_ask():
                         self._ask_one()
                         asked += 1
+                        self._start_jobs(full_only=True)
                         self._safe_point()
                     self._all_asked = asked >= remaining
                     self._start_jobs()
@@ -284,14 +285,14 @@ class SweepDriver:
 
     # ----------------------------------------------------------------- ask
     def _busy(self) -> int:
-        return len(self.jobs) + self.verifying
+        return len(self.jobs)
 
     def _can_ask(self) -> bool:
         waiting = len(self.ready) + sum(len(v) for v in self.held.values())
         if waiting >= max(0, self.slots - self._busy()) * self.cobatch + 1:  # one asked ahead
             return False
-        k = len(self.ask_order)
-        return all(n in self.told or n in self.logged for n in self.ask_order[self._tell_pos:k - self.window + 1])
+        last = len(self.ask_order) - self.window + 1  # trials before this one must be logged first
+        return all(n in self.told or n in self.logged for n in self.ask_order[self._tell_pos:max(0, last)])
 
     def _ask_one(self) -> None:
         self._tell_ready()  # the sampler sees exactly trials 0 … k − window told, the rest running
@@ -313,9 +314,10 @@ class SweepDriver:
         verdict = self.verdicts.get(architecture)
         if verdict is None and self.tracker is not None:
             verdict = self.tracker.find_verdict(architecture)
-        if verdict is None:
-            verdict = "pending"
-            self._verify(architecture, config.train.sizes, config.train.activation)
+        if verdict in (None, "not_run"):  # this trial's job verifies the architecture first
+            self.verdicts[architecture] = "pending"
+            self.ready.append(number)
+            return
         self.verdicts[architecture] = verdict
         if self.spec.verify == "record" or verdict == "pass":
             self.ready.append(number)
@@ -328,37 +330,48 @@ class SweepDriver:
         train = self.configs[number].train
         return canonical_architecture(train.sizes, train.activation)
 
-    def _gate_fail(self, number: int, architecture: str) -> None:
-        self._finished(TrialResult(number, FAIL, reason=f"backprop verification failed for {architecture}; "
-                                                        "no trial of it is trained (see its verification run)"))
+    def _gate_fail(self, number: int, architecture: str, error: str | None = None) -> None:
+        self._finished(TrialResult(number, FAIL, reason=gate_reason(architecture, error)))
 
     # ----------------------------------------------------------------- start
-    def _start_jobs(self) -> None:
-        """Start jobs while slots are free; same-shape trials waiting together share a job."""
+    def _start_jobs(self, full_only: bool = False) -> None:
+        """Start jobs while slots are free; same-shape trials waiting together share a job
+        (``full_only``: only jobs of ``cobatch`` trials, the rest wait for more asks)."""
         while self.ready and self._busy() < self.slots:
-            first = self.ready.popleft()
-            group = [first]
+            first = self.ready[0]
             key = stack_key(self.configs[first].train)
-            for number in list(self.ready):
-                if len(group) >= self.cobatch:
-                    break
-                if stack_key(self.configs[number].train) == key:
-                    self.ready.remove(number)
-                    group.append(number)
+            group = [n for n in self.ready if stack_key(self.configs[n].train) == key][:self.cobatch]
+            if full_only and len(group) < self.cobatch:
+                return
+            for number in group:
+                self.ready.remove(number)
             job = self.next_job
             self.next_job += 1
             self.jobs[job] = group
             for number in group:
                 self.attempts[number] = self.attempts.get(number, 0) + 1
             self.stats.running = sum(len(g) for g in self.jobs.values())
-            self.backend.start(job, [self.configs[n] for n in group])
+            self.backend.start(job, [self.configs[n] for n in group], self._carries_verification(first, job))
+
+    def _carries_verification(self, number: int, job: int) -> str | None:
+        """The first job of an architecture with no verdict verifies it before training (no
+        separate verification job, no round trip through the driver between the two)."""
+        if self.spec.verify == "off":
+            return None
+        architecture = self._architecture(number)
+        if self.verdicts.get(architecture) != "pending" or architecture in self.verifying:
+            return None
+        self.verifying[architecture] = job
+        return self.spec.verify
 
     # ----------------------------------------------------------------- events
     def _handle(self, event: Any) -> None:
         if isinstance(event, JobUpdate):
             prune: list[int] = []
-            for e in event.events:
-                if isinstance(e, Finished):
+            for e in event.events:  # a verification comes first: its verdict tags the trials after it
+                if isinstance(e, Verified):
+                    self._verified(e)
+                elif isinstance(e, Finished):
                     self.jobs[event.job].remove(e.result.number)
                     self._finished(e.result)
                 elif isinstance(e, Reported) and e.value is not None:
@@ -373,30 +386,30 @@ class SweepDriver:
         elif isinstance(event, JobLost):
             self.jobs.pop(event.job, None)
             self._retry(event)
-        elif isinstance(event, Verified):
-            self._verified(event)
         self.stats.running = sum(len(g) for g in self.jobs.values())
 
     def _retry(self, lost: JobLost) -> None:
+        """A dead worker's trials are queued again (a verification it carried goes with them)."""
+        carried = [a for a, job in self.verifying.items() if job == lost.job]
+        for architecture in carried:
+            del self.verifying[architecture]
+        gave_up = [n for n in lost.numbers if self.attempts.get(n, 0) >= MAX_ATTEMPTS]
+        if carried and len(gave_up) == len(lost.numbers):
+            self._verification_lost(carried[0], f"{lost.reason} ({MAX_ATTEMPTS} attempts)")
         for number in lost.numbers:
-            if self.attempts.get(number, 0) < MAX_ATTEMPTS:
-                log.warning("trial %s: %s; retrying (attempt %d of %d)", number, lost.reason,
-                            self.attempts[number] + 1, MAX_ATTEMPTS)
-                self.stats.retried += 1
-                self.ready.appendleft(number)
-            else:
+            if number in gave_up:
                 self._finished(TrialResult(number, FAIL, reason=f"{lost.reason}; gave up after {MAX_ATTEMPTS} "
                                                                 f"attempts"))
-
-    def _verify(self, architecture: str, sizes: tuple[int, ...], activation: str) -> None:
-        self.verifying += 1
-        self.verify_jobs[architecture] = (tuple(sizes), activation)
-        self.backend.verify(tuple(sizes), activation)
+                continue
+            log.warning("trial %s: %s; retrying (attempt %d of %d)", number, lost.reason,
+                        self.attempts[number] + 1, MAX_ATTEMPTS)
+            self.stats.retried += 1
+            self.ready.appendleft(number)
 
     def _verified(self, event: Verified) -> None:
-        self.verifying -= 1
-        if event.report is None:  # it did not run (its worker died): no verdict, so try again
-            self._verification_lost(event)
+        self.verifying.pop(event.architecture, None)
+        if event.report is None:  # it crashed: no verdict
+            self._verification_lost(event.architecture, event.error or "no report")
             return
         passed = bool(event.report.passed)
         self.verdicts[event.architecture] = "pass" if passed else "fail"
@@ -408,24 +421,13 @@ class SweepDriver:
             else:
                 self._gate_fail(number, event.architecture)
 
-    def _verification_lost(self, event: Verified) -> None:
-        """A verification that never ran is retried like a trial, and never read as a failure."""
-        arch = event.architecture
-        tries = self.verify_attempts.get(arch, 1)
-        if tries < MAX_ATTEMPTS:
-            log.warning("verification of %s did not run: %s; retrying (attempt %d of %d)", arch, event.error,
-                        tries + 1, MAX_ATTEMPTS)
-            self.verify_attempts[arch] = tries + 1
-            self.stats.retried += 1
-            self._verify(arch, *self.verify_jobs[arch])
-            return
-        log.error("verification of %s did not run after %d attempts: %s", arch, MAX_ATTEMPTS, event.error)
-        self.verdicts[arch] = "not_run"  # the held trials' runs say so; the next trial of it tries again
-        for number in self.held.pop(arch, []):
-            self._finished(TrialResult(number, FAIL, reason=f"backprop verification of {arch} could not run "
-                                                            f"({MAX_ATTEMPTS} attempts): {event.error}"[:500]))
-        del self.verdicts[arch]
-        self.verify_attempts.pop(arch, None)
+    def _verification_lost(self, architecture: str, error: str) -> None:
+        """A verification that could not run is never read as a failure: the trials waiting on it
+        fail saying so (tag ``not_run``), and the next trial of the architecture verifies again."""
+        log.error("backprop verification of %s could not run: %s", architecture, error)
+        self.verdicts[architecture] = "not_run"
+        for number in self.held.pop(architecture, []):
+            self._gate_fail(number, architecture, error)
 
     def _finished(self, result: TrialResult) -> None:
         """A trial's outcome is in: write its run, then (on the ack) tell Optuna in order."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,6 +19,9 @@ from sweeps.space import Categorical, Constant, Dimension, FloatRange, IntRange,
 from sweeps.spec import SweepSpec, is_active
 
 __all__ = [
+    "storage_for",
+    "check_storage",
+    "JOURNAL_SUFFIX",
     "open_study",
     "load_study",
     "suggest_params",
@@ -129,11 +133,44 @@ def report_every(spec: SweepSpec) -> int:
     return max(1, min(spec.early_terminate.min_iter or 10, max(1, max_epochs(spec) // 20)))
 
 
+JOURNAL_SUFFIX = ".journal"
+
+
+def check_storage(storage: str) -> None:
+    """Raise ValueError (naming ``--storage`` and both allowed forms) unless ``storage`` is a
+    database URL or a journal file path."""
+    if "://" not in storage and not storage.endswith(JOURNAL_SUFFIX):
+        raise ValueError(f"--storage: {storage!r} is neither a database URL (sqlite:///optuna.db, "
+                         f"postgresql://USER@HOST/DB) nor a journal file (a path ending in {JOURNAL_SUFFIX})")
+
+
+def storage_for(storage: str, *, create: bool = True) -> str | optuna.storages.BaseStorage:
+    """What Optuna is given for ``--storage``: a database URL as is (``sqlite:///…``,
+    ``postgresql://…``), a file path ending in ``.journal`` as Optuna's journal storage.
+
+    The journal is the local default: an ask costs ~10 ms and a tell ~3 ms against ~30 ms and
+    ~14 ms on SQLite, whose every suggest and attribute is its own transaction.
+
+    Raises:
+        ValueError: neither (the message names ``--storage`` and both forms).
+        KeyError: a journal that does not exist, when ``create`` is False.
+    """
+    check_storage(storage)
+    if "://" in storage:
+        return storage
+    if not create and not Path(storage).is_file():
+        raise KeyError(f"no journal file {storage}")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(storage))
+
+
 def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:
     """Create the sweep's study or continue the one already stored under ``spec.name``."""
     study = optuna.create_study(
         study_name=spec.name,
-        storage=storage,
+        storage=storage_for(storage),
         sampler=make_sampler(spec),
         pruner=make_pruner(spec),
         direction="minimize",
@@ -152,7 +189,7 @@ def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:
 
 def load_study(name: str, storage: str) -> optuna.Study:
     """An existing study, for status and export. Raises KeyError if there is none."""
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=storage_for(storage, create=False))
 
 
 def suggest_params(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
@@ -243,7 +280,7 @@ def mark_interrupted(study: optuna.Study, numbers: list[int], params: dict[int, 
 def study_names(storage: str) -> list[str]:
     """Names of the studies in a storage (empty if the storage does not exist yet)."""
     try:
-        return sorted(optuna.get_all_study_names(storage=storage))
+        return sorted(optuna.get_all_study_names(storage=storage_for(storage, create=False)))
     except Exception:  # a missing SQLite file or unreachable server: nothing to list
         return []
 

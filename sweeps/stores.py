@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["resolve_stores", "open_stored_study"]
+__all__ = ["resolve_stores", "open_stored_study", "check_storage_option"]
 
 
 def resolve_stores(tracking_uri: str | None, storage: str | None) -> tuple[str, str]:
@@ -12,7 +12,20 @@ def resolve_stores(tracking_uri: str | None, storage: str | None) -> tuple[str, 
     from tracking.sweep import default_storage
 
     uri = resolve_tracking_uri(tracking_uri)
+    if storage:
+        check_storage_option(storage)
     return uri, storage or default_storage(uri)
+
+
+def check_storage_option(storage: str) -> None:
+    """``--storage`` as given on the command line: a one-line usage error unless it is usable."""
+    from sweeps.cli import UsageError
+    from sweeps.optuna_adapter import check_storage
+
+    try:
+        check_storage(storage)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def open_stored_study(name: str, storage: str) -> Any:

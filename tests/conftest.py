@@ -38,6 +38,11 @@ def write_spec(folder: Path, name: str = "tiny", run_cap: int = 8, seed: int = 0
     return path
 
 
+# MLflow 3's server also starts a job runner (seven huey consumers) for its GenAI jobs; a sweep's
+# store needs none of it, and on two cores it slows every test that starts a server.
+MLFLOW_SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
     env.pop("MLFLOW_TRACKING_URI")
@@ -80,7 +85,7 @@ class MlflowServer:
         self.proc = subprocess.Popen(
             [mlflow, "server", "--backend-store-uri", self.backend_uri, "--artifacts-destination", str(self.artifacts),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            env=MLFLOW_SERVER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -105,3 +110,11 @@ class MlflowServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=15)
         self.proc = None
+
+
+def stored_study(folder: Path, name: str):
+    """The Optuna study that ``mlpsweep run`` (default stores) wrote in ``folder``."""
+    from sweeps.optuna_adapter import load_study
+    from tracking.sweep import default_storage
+
+    return load_study(name, default_storage(f"sqlite:///{folder}/mlflow.db"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import LifecycleStage
@@ -33,7 +34,36 @@ def make_client(tracking_uri: str | None = None) -> MlflowClient:
     Returns:
         A client bound to that store (and its default artifact location).
     """
-    return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_store(Path(uri[len("sqlite:///"):]).expanduser())
+    return MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Create a missing SQLite store all at once: MLflow builds its schema in a side file (dozens of
+    migrations, seconds), which is linked into place only when complete. A process killed in
+    the middle leaves no half-migrated ``mlflow.db`` that every later run would refuse."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    import sqlite3
+
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    side = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{side}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)  # MLflow's own default
+        store.engine.dispose()
+        with sqlite3.connect(side) as db:  # fold any write-ahead log into the file itself
+            db.execute("PRAGMA journal_mode=DELETE")
+        db.close()
+        os.link(side, path)  # fails if another process created the store meanwhile: keep theirs
+    except FileExistsError:
+        pass
+    finally:
+        for leftover in (side, side.with_name(side.name + "-wal"), side.with_name(side.name + "-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

@@ -27,7 +27,7 @@ TAG = {
 }
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
-CURVE_POINTS = 200  # learning-curve points per metric; every epoch is in the run's curves.json
+CURVE_POINTS = 100  # learning-curve points per metric; every epoch is in the run's curves.json
 CURVES_FILE = "curves.json"
 
 
@@ -48,7 +48,7 @@ def finite_or_none(values: Sequence[float]) -> list[float | None]:
 
 def curve_steps(n: int, points: int = CURVE_POINTS) -> list[int]:
     """At most ``points`` evenly spaced epochs of an ``n``-epoch curve, always the first and last.
-    Each MLflow metric value costs a row insert (~0.1 ms on SQLite), and a chart of 200 points
+    Each MLflow metric value costs a row insert (~0.1 ms on SQLite), and a chart of 100 points
     shows what 2,000 do; the run's ``curves.json`` artifact keeps every epoch."""
     if n <= points:
         return list(range(n))

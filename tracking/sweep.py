@@ -37,11 +37,15 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def default_storage(tracking_uri: str | None) -> str:
-    """The Optuna storage beside the MLflow store: ``optuna.db`` next to a SQLite ``mlflow.db``,
-    else ``optuna.db`` in the current directory."""
+    """The Optuna storage beside the MLflow store: the journal file ``optuna.journal`` next to a
+    SQLite ``mlflow.db``, else in the current directory. An ``optuna.db`` that earlier versions
+    wrote there (and no journal) is kept, so its sweeps continue."""
     db = _sqlite_path(resolve_tracking_uri(tracking_uri))
     folder = db.parent if db is not None else Path(".")
-    return f"sqlite:///{(folder / 'optuna.db').as_posix()}"
+    legacy, journal = folder / "optuna.db", folder / "optuna.journal"
+    if legacy.is_file() and not journal.exists():
+        return f"sqlite:///{legacy.as_posix()}"
+    return journal.as_posix()
 
 
 def artifact_root_for(tracking_uri: str | None) -> str | None:
@@ -80,6 +84,7 @@ class SweepTracker:
         self.experiment_id = ensure_experiment(self.client, sweep, artifact_root_for(self.tracking_uri))
         self.parent_run_id: str | None = None
         self.study_uid = ""
+        self._verdicts: dict[str, str] | None = None  # architecture -> verdict stored before this sweep
         self._writer = WriterProcess(self.tracking_uri, sweep, self.experiment_id, self.retry_seconds)
 
     def flush(self) -> None:
@@ -145,16 +150,17 @@ class SweepTracker:
 
     # ----------------------------------------------------------------- verification
     def find_verdict(self, architecture: str) -> str | None:
-        """A verdict already recorded anywhere in this store, or None (also when the store is
-        unreachable: verifying again is cheap, stalling the sweep is not)."""
-        from tracking.verification import find_verification
+        """A verdict recorded anywhere in this store when the sweep started, or None (also when
+        the store is unreachable: verifying again is cheap, stalling the sweep is not)."""
+        from tracking.verification import known_verdicts
 
-        try:
-            found = find_verification(self.client, None, architecture)
-        except Exception as exc:
-            log.warning("could not look up the verification of %s: %s", architecture, exc)
-            return None
-        return found[1] if found else None
+        if self._verdicts is None:
+            try:
+                self._verdicts = known_verdicts(self.client)
+            except Exception as exc:
+                log.warning("could not look up earlier verifications: %s", exc)
+                return None
+        return self._verdicts.get(architecture)
 
     def record_verification(self, report: Any) -> None:
         """Queue a verification run (once per architecture: a retried write finds the first)."""

@@ -30,6 +30,7 @@ __all__ = [
     "VerificationRecord",
     "record_verification",
     "find_verification",
+    "known_verdicts",
     "load_verification_report",
     "verify_and_record",
 ]
@@ -137,6 +138,26 @@ def find_verification(client: MlflowClient, experiment_id: str | None, architect
         return None
     run = runs[0]
     return run.info.run_id, run.data.tags.get(VERDICT_TAG, "fail")
+
+
+def known_verdicts(client: MlflowClient) -> dict[str, str]:
+    """Every architecture verified anywhere in the store, with its newest verdict (one paged
+    search, so a sweep asks the store once, not once per architecture)."""
+    filter_string = f"tags.\"{KIND_TAG}\" = '{KIND_VERIFICATION}' and attributes.status = 'FINISHED'"
+    ids = _active_experiment_ids(client)
+    verdicts: dict[str, str] = {}
+    token: str | None = None
+    while ids:
+        page = client.search_runs(ids, filter_string, ViewType.ACTIVE_ONLY, max_results=5000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        for run in page:
+            architecture = run.data.tags.get(ARCHITECTURE_TAG)
+            if architecture and architecture not in verdicts:
+                verdicts[architecture] = run.data.tags.get(VERDICT_TAG, "fail")
+        token = page.token
+        if not token:
+            break
+    return verdicts
 
 
 def load_verification_report(client: MlflowClient, run_id: str) -> GradCheckReport:

@@ -113,8 +113,11 @@ class RunWriter:
     def verification(self, report: Any) -> None:
         from tracking.verification import find_verification, record_verification
 
-        def write() -> None:
-            if find_verification(self.client, self.experiment_id, report.architecture) is None:
+        attempts: list[int] = []
+
+        def write() -> None:  # a retried write looks for the run a failed attempt may have finished
+            attempts.append(1)
+            if len(attempts) == 1 or find_verification(self.client, self.experiment_id, report.architecture) is None:
                 record_verification(self.client, self.experiment_id, report, parent_run_id=self.parent_run_id or None,
                                     sweep=self.sweep)
 
@@ -193,6 +196,17 @@ class RunWriter:
 
 
 # --------------------------------------------------------------------- the child process
+def _warm_up() -> None:
+    """Import now, while the sweep starts, what the first writes need (torch to unpickle a
+    checkpoint: ~2 s): else the first trials wait seconds for their runs, and the driver's
+    next asks wait for them."""
+    import torch  # noqa: F401
+
+    import models.checkpoint  # noqa: F401
+    import tracking.verification  # noqa: F401
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: F401
+
+
 def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
            parent_pid: int) -> None:
     """The writer's loop: requests in order; progress points gathered into one write per pass."""
@@ -207,6 +221,7 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
         return os.getppid() == parent_pid
 
     writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
+    _warm_up()
     while True:
         try:
             batch = [inbox.get(timeout=0.5)]

@@ -1,8 +1,9 @@
 """The engine the sweep driver talks to: a small protocol, an in-process implementation.
 
 The driver never touches Ray directly. It starts *jobs* (one trial, or several same-shape
-trials co-batched into one stack), advances them after each round of intermediate reports
-(pruning some members), asks for backprop verifications, and collects events. The Ray
+trials co-batched into one stack; the first job of an architecture verifies its backprop before
+it trains), advances them after each round of intermediate reports (pruning some members), and
+collects events. The Ray
 implementation lives in :mod:`workers.ray_backend`; :class:`InProcessBackend` runs the same
 work synchronously in this process (tests, debugging, ``--ray-address none``).
 """
@@ -13,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, Union
 
-from workers.records import FAIL, TrialConfig, TrialResult
+from workers.records import FAIL, TrialConfig, TrialResult, gate_reason
 from workers.trial import DatasetCache, TrialSession
 
 __all__ = ["Backend", "Reported", "Finished", "JobUpdate", "JobLost", "Verified", "Event", "InProcessBackend",
@@ -37,11 +38,21 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """The backprop verification a job ran before training (``report`` None: it crashed, ``error`` says how)."""
+
+    architecture: str
+    report: Any  # models.verify.GradCheckReport, or None with ``error`` set
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class JobUpdate:
-    """What one step of a job produced. Unless ``done``, the driver must ``advance`` the job."""
+    """What one step of a job produced (a verification comes first, in the job's first update).
+    Unless ``done``, the driver must ``advance`` the job."""
 
     job: int
-    events: tuple[Union[Reported, Finished], ...]
+    events: tuple[Union[Verified, Reported, Finished], ...]
     done: bool
 
 
@@ -54,14 +65,7 @@ class JobLost:
     reason: str
 
 
-@dataclass(frozen=True)
-class Verified:
-    architecture: str
-    report: Any  # models.verify.GradCheckReport, or None with ``error`` set
-    error: str | None = None
-
-
-Event = Union[JobUpdate, JobLost, Verified]
+Event = Union[JobUpdate, JobLost]
 
 
 class Backend(Protocol):
@@ -69,9 +73,8 @@ class Backend(Protocol):
 
     slots: int
 
-    def start(self, job: int, configs: Sequence[TrialConfig]) -> None: ...
+    def start(self, job: int, configs: Sequence[TrialConfig], verify: str | None = None) -> None: ...
     def advance(self, job: int, prune: Sequence[int] = ()) -> None: ...
-    def verify(self, sizes: tuple[int, ...], activation: str) -> None: ...
     def pending(self) -> bool: ...  # requests not yet answered
     def events(self, timeout: float | None = None) -> list[Event]: ...
     def close(self) -> None: ...
@@ -92,13 +95,24 @@ class WorkerState:
         self.datasets = DatasetCache()
         self.sessions: dict[int, TrialSession] = {}
 
-    def start(self, job: int, configs: Sequence[TrialConfig]) -> JobUpdate:
+    def start(self, job: int, configs: Sequence[TrialConfig], verify: str | None = None) -> JobUpdate:
+        """Start a job: verify its architecture first when ``verify`` is ``gate`` or ``record``
+        (``gate``: train only if the verification passed), then train to the first report point."""
+        checked: tuple[Verified, ...] = ()
+        if verify is not None:
+            checked = (self.verify(configs[0].train.sizes, configs[0].train.activation),)
+            report, error = checked[0].report, checked[0].error
+            if verify == "gate" and not (report is not None and report.passed):
+                reason = gate_reason(checked[0].architecture, error)
+                return JobUpdate(job, checked + tuple(Finished(TrialResult(c.number, FAIL, reason=reason, node=self.node))
+                                                      for c in configs), True)
         try:
             self.sessions[job] = TrialSession(list(configs), self.datasets.get(configs[0].data), self.node)
         except Exception as exc:
             log.exception("job %s could not start", job)
-            return JobUpdate(job, tuple(_failed(c.number, exc, self.node) for c in configs), True)
-        return self.advance(job)
+            return JobUpdate(job, checked + tuple(_failed(c.number, exc, self.node) for c in configs), True)
+        update = self.advance(job)
+        return JobUpdate(job, checked + update.events, update.done)
 
     def advance(self, job: int, prune: Sequence[int] = ()) -> JobUpdate:
         session = self.sessions[job]
@@ -115,6 +129,7 @@ class WorkerState:
         return JobUpdate(job, events, done)
 
     def verify(self, sizes: tuple[int, ...], activation: str) -> Verified:
+        """Run the backprop verification of one architecture; a crash is a report-less event."""
         from models.mlp import canonical_architecture
         from workers.verification import run_verification
 
@@ -134,14 +149,11 @@ class InProcessBackend:
         self.state = WorkerState(node)
         self._pending: deque[tuple[str, tuple]] = deque()
 
-    def start(self, job: int, configs: Sequence[TrialConfig]) -> None:
-        self._pending.append(("start", (job, list(configs))))
+    def start(self, job: int, configs: Sequence[TrialConfig], verify: str | None = None) -> None:
+        self._pending.append(("start", (job, list(configs), verify)))
 
     def advance(self, job: int, prune: Sequence[int] = ()) -> None:
         self._pending.append(("advance", (job, tuple(prune))))
-
-    def verify(self, sizes: tuple[int, ...], activation: str) -> None:
-        self._pending.append(("verify", (tuple(sizes), activation)))
 
     def pending(self) -> bool:
         return bool(self._pending)

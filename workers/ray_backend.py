@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from workers.backend import Event, Finished, JobLost, JobUpdate, Verified, WorkerState
+from workers.backend import Event, Finished, JobLost, JobUpdate, WorkerState
 from workers.records import TrialConfig
 
 __all__ = ["RayBackend", "connect", "TrialWorker"]
@@ -55,14 +55,11 @@ class TrialWorker:
         torch.set_num_threads(1)
         self.state = WorkerState(node=ray.get_runtime_context().get_node_id())
 
-    def start(self, job: int, configs: list[TrialConfig]) -> Event:
-        return self.state.start(job, configs)
+    def start(self, job: int, configs: list[TrialConfig], verify: str | None = None) -> Event:
+        return self.state.start(job, configs, verify)
 
     def advance(self, job: int, prune: tuple[int, ...]) -> Event:
         return self.state.advance(job, prune)
-
-    def verify(self, sizes: tuple[int, ...], activation: str) -> Event:
-        return self.state.verify(sizes, activation)
 
     def pid(self) -> int:
         return os.getpid()
@@ -77,33 +74,35 @@ class RayBackend:
         self.idle: deque[int] = deque(range(slots))
         self.owner: dict[int, int] = {}  # job -> worker index
         self.open: dict[int, set[int]] = {}  # job -> trial numbers not finished yet
-        self.inflight: dict[ray.ObjectRef, tuple[int, str, Any]] = {}
-        self.queue: deque[tuple[str, tuple]] = deque()
+        self.inflight: dict[ray.ObjectRef, tuple[int, str, int]] = {}  # -> (worker, method, job)
+        self.queue: deque[tuple[int, tuple]] = deque()
+
+    def wait_ready(self, timeout: float = 60.0) -> int:
+        """Wait (at most ``timeout`` s) until the workers have started (a Ray worker process plus
+        torch's import: 2–3 s), so the sweep's first trials do not wait for them; returns how
+        many are ready. Workers the cluster has no room for yet are not waited for longer."""
+        ready, _ = ray.wait([w.pid.remote() for w in self.workers], num_returns=len(self.workers), timeout=timeout)
+        return len(ready)
 
     # ----------------------------------------------------------------- requests
-    def start(self, job: int, configs: list[TrialConfig]) -> None:
+    def start(self, job: int, configs: list[TrialConfig], verify: str | None = None) -> None:
         self.open[job] = {c.number for c in configs}
-        self._submit("start", (job, list(configs)))
-
-    def verify(self, sizes: tuple[int, ...], activation: str) -> None:
-        self._submit("verify", (tuple(sizes), activation))
+        self._submit(job, (job, list(configs), verify))
 
     def advance(self, job: int, prune: tuple[int, ...] = ()) -> None:
         self._call(self.owner[job], "advance", job, job, tuple(prune))
 
-    def _submit(self, method: str, args: tuple) -> None:
+    def _submit(self, job: int, args: tuple) -> None:
         if not self.idle:
-            self.queue.append((method, args))
+            self.queue.append((job, args))
             return
         index = self.idle.popleft()
-        key = args[0] if method == "start" else args
-        if method == "start":
-            self.owner[key] = index
-        self._call(index, method, key, *args)
+        self.owner[job] = index
+        self._call(index, "start", job, *args)
 
-    def _call(self, index: int, method: str, key: Any, *args: Any) -> None:
+    def _call(self, index: int, method: str, job: int, *args: Any) -> None:
         ref = getattr(self.workers[index], method).remote(*args)
-        self.inflight[ref] = (index, method, key)
+        self.inflight[ref] = (index, method, job)
 
     # ----------------------------------------------------------------- results
     def pending(self) -> bool:
@@ -118,33 +117,28 @@ class RayBackend:
             ready += more
         out: list[Event] = []
         for ref in ready:
-            index, method, key = self.inflight.pop(ref)
+            index, method, job = self.inflight.pop(ref)
             try:
                 event = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                event = self._lost(method, key, exc)
+                event = self._lost(method, job, exc)
             out.append(event)
             if isinstance(event, JobUpdate):
-                self.open[key] -= {e.result.number for e in event.events if isinstance(e, Finished)}
+                self.open[job] -= {e.result.number for e in event.events if isinstance(e, Finished)}
                 if not event.done:
                     continue
-            self.owner.pop(key, None) if method != "verify" else None
-            self.open.pop(key, None) if method != "verify" else None
+            self.owner.pop(job, None)
+            self.open.pop(job, None)
             self.idle.append(index)
             if self.queue:
-                method, args = self.queue.popleft()
-                self._submit(method, args)
+                self._submit(*self.queue.popleft())
         return out
 
-    def _lost(self, method: str, key: Any, exc: Exception) -> Event:
+    def _lost(self, method: str, job: int, exc: Exception) -> Event:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         reason = f"worker lost ({type(exc).__name__}: {first})"
-        log.warning("%s %s: %s", method, key, reason)
-        if method == "verify":
-            from models.mlp import canonical_architecture
-
-            return Verified(canonical_architecture(*key), None, error=reason)
-        return JobLost(int(key), tuple(sorted(self.open.get(key, ()))), reason)
+        log.warning("%s of job %s: %s", method, job, reason)
+        return JobLost(job, tuple(sorted(self.open.get(job, ()))), reason)
 
     def worker_pids(self) -> list[int]:
         return ray.get([w.pid.remote() for w in self.workers])

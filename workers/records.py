@@ -7,7 +7,7 @@ from typing import Any
 
 from models.training import TrainConfig
 
-__all__ = ["DataConfig", "TrialConfig", "TrialResult", "Checkpoint", "COMPLETE", "FAIL", "PRUNED"]
+__all__ = ["DataConfig", "TrialConfig", "TrialResult", "Checkpoint", "COMPLETE", "FAIL", "PRUNED", "gate_reason"]
 
 COMPLETE, FAIL, PRUNED = "COMPLETE", "FAIL", "PRUNED"
 
@@ -97,3 +97,11 @@ class TrialResult:
     def objective(self, metric: str) -> float | None:
         value = self.val_mse if metric == "val_mse" else self.train_mse
         return value if value is not None and math.isfinite(value) else None
+
+
+def gate_reason(architecture: str, error: str | None = None) -> str:
+    """Why a trial was not trained under ``verify: gate``: its architecture failed verification,
+    or (``error``) the verification could not run."""
+    if error is not None:
+        return f"backprop verification of {architecture} could not run: {error}"[:500]
+    return f"backprop verification failed for {architecture}; no trial of it is trained (see its verification run)"

@@ -193,7 +193,7 @@ def cluster(databases, tmp_path_factory):
                 [str(BIN / "mlflow"), "server", "--backend-store-uri", databases["mlflow"],
                  "--serve-artifacts", "--artifacts-destination", str(info["artifacts"]),
                  "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=work, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.sessions["mlflow server"] = server.pid
         common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", str(150 * 2**20),
                   "--disable-usage-stats"]

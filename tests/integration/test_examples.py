@@ -2,10 +2,9 @@
 most 0.0125 (the data's noise floor is 0.010), on local Ray, as `make demo` runs it."""
 from __future__ import annotations
 
-import optuna
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, stored_study
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +12,7 @@ pytestmark = pytest.mark.integration
 def test_seed_1d_example_reaches_the_noise_floor(tmp_path):
     proc = run_cli("run", str(ROOT / "sweeps" / "examples" / "seed-1d.yaml"), cwd=tmp_path, timeout=600)
     assert "INFO" not in proc.stderr  # MLflow's set-up chatter stays out of the user's terminal
-    study = optuna.load_study(study_name="seed-1d", storage=f"sqlite:///{tmp_path}/optuna.db")
+    study = stored_study(tmp_path, "seed-1d")
     best = study.best_trial
     assert best.user_attrs["test_mse"] <= 0.0125, best.user_attrs
     assert len(study.trials) == 20

@@ -18,13 +18,13 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, TINY_SPEC, run_cli, write_spec
+from conftest import ROOT, TINY_SPEC, run_cli, write_spec, stored_study
 
 pytestmark = pytest.mark.integration
 
 
 def _study(folder: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
+    return stored_study(folder, name)
 
 
 def _trial_runs(folder: Path, name: str) -> list:
@@ -246,4 +246,4 @@ def test_unusable_tracking_store_is_one_line_exit_2_and_creates_nothing(tmp_path
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mlpsweep run: error:")]
     assert len(lines) == 1 and "--tracking-uri" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "optuna.db").exists()
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "optuna.journal").exists()

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import run_cli, write_spec
+from conftest import run_cli, write_spec, stored_study
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ verify: record
 def test_median_pruner_prunes_with_intermediate_values(tmp_path):
     spec = write_spec(tmp_path, text=SPEC)
     run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
-    study = optuna.load_study(study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db")
+    study = stored_study(tmp_path, "prune")
     states = [t.state for t in study.trials]
     assert len(states) == 14
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]

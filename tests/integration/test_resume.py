@@ -6,19 +6,20 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, run_cli, write_spec
+from conftest import ROOT, run_cli, stored_study, write_spec
 
 pytestmark = pytest.mark.integration
 
 
-def _finished(storage: str, name: str) -> int:
+def _finished(folder: Path, name: str) -> int:
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = stored_study(folder, name)
     except KeyError:
         return 0
     return sum(t.state.is_finished() and not t.user_attrs.get("mlpsweep_interrupted") for t in study.trials)
@@ -26,23 +27,22 @@ def _finished(storage: str, name: str) -> int:
 
 def test_ctrl_c_then_rerun_finishes_remaining_trials(tmp_path):
     spec = write_spec(tmp_path, name="resume", run_cap=10, epochs=400)
-    storage = f"sqlite:///{tmp_path}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--quiet", "--ray-address", "none"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while _finished(storage, "resume") < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while _finished(tmp_path, "resume") < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, "the sweep ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    done_before = _finished(storage, "resume")
+    done_before = _finished(tmp_path, "resume")
     assert 3 <= done_before < 10
 
     run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
-    study = optuna.load_study(study_name="resume", storage=storage)
+    study = stored_study(tmp_path, "resume")
     finished = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("mlpsweep_interrupted")]
     assert len(finished) == 10
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import run_cli, write_spec
+from conftest import run_cli, write_spec, stored_study
 from models import load_checkpoint, load_dataset
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def test_reloaded_checkpoint_reproduces_logged_test_mse(sweep, tmp_path):
 
 def test_study_holds_eight_finished_trials(sweep):
     folder, _ = sweep
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    study = stored_study(folder, "e2e")
     states = [t.state for t in study.trials]
     assert len(states) == 8 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert all(math.isfinite(t.value) for t in study.trials)
@@ -102,8 +102,8 @@ def test_same_spec_and_seed_give_same_trials_in_process(sweep, tmp_path):
     folder, _ = sweep
     spec = write_spec(tmp_path, name="e2e", run_cap=8)
     run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
-    ray_study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
-    local_study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path}/optuna.db")
+    ray_study = stored_study(folder, "e2e")
+    local_study = stored_study(tmp_path, "e2e")
     for a, b in zip(ray_study.trials, local_study.trials):
         assert a.params == b.params
         assert a.value == pytest.approx(b.value, rel=1e-6)
@@ -117,7 +117,7 @@ def test_status_and_best_export(sweep, tmp_path):
     out = tmp_path / "best"
     run_cli("best", "e2e", "--out", str(out), cwd=folder)
     model = load_checkpoint(out)
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    study = stored_study(folder, "e2e")
     import json
 
     config = json.loads((out / "config.json").read_text())
@@ -133,7 +133,7 @@ def test_parent_run_holds_the_optimisation_history(sweep):
     folder, _ = sweep
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
     parent = _runs(client, "sweep")[0].info.run_id
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder}/optuna.db")
+    study = stored_study(folder, "e2e")
     complete = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     objective = {m.step: m.value for m in client.get_metric_history(parent, "trial_objective")}
     assert len(client.get_metric_history(parent, "trial_objective")) == len(complete)
@@ -155,7 +155,7 @@ def test_tpe_past_its_random_start_proposes_the_same_trials_whatever_the_timing(
         spec = write_spec(folder, name="order", run_cap=16, epochs=60)
         extra = ("--ray-address", "none") if backend == "none" else ()
         run_cli("run", str(spec), "--quiet", *extra, cwd=folder)
-        studies.append(optuna.load_study(study_name="order", storage=f"sqlite:///{folder}/optuna.db").trials)
+        studies.append(stored_study(folder, "order").trials)
     ray_trials, local_trials = studies
     assert len(ray_trials) == len(local_trials) == 16
     assert [t.params for t in ray_trials] == [t.params for t in local_trials]

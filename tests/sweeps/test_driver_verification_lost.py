@@ -1,17 +1,17 @@
-"""A verification job whose worker died has no verdict: it is run again, never read as a failure."""
+"""A job whose worker died while it verified its architecture has no verdict: the verification
+is run again with the trial's retry, and is never read as a failure."""
 from __future__ import annotations
 
 import optuna
-import pytest
 
 from conftest import write_spec
 from sweeps.driver import MAX_ATTEMPTS, SweepDriver
 from sweeps.spec import load_spec
-from workers.backend import InProcessBackend, Verified
+from workers.backend import InProcessBackend, JobLost
 
 
 class LosingVerifications(InProcessBackend):
-    """The in-process backend, except that the first ``losses`` verification jobs die."""
+    """The in-process backend, except that the first ``losses`` jobs that verify die."""
 
     def __init__(self, slots: int, losses: int) -> None:
         super().__init__(slots)
@@ -19,14 +19,12 @@ class LosingVerifications(InProcessBackend):
         self.verify_calls = 0
 
     def events(self, timeout: float | None = None) -> list:
-        if self._pending and self._pending[0][0] == "verify":
+        if self._pending and self._pending[0][0] == "start" and self._pending[0][1][2] is not None:
             self.verify_calls += 1
             if self.losses > 0:
                 self.losses -= 1
-                _, (sizes, activation) = self._pending.popleft()
-                from models.mlp import canonical_architecture
-
-                return [Verified(canonical_architecture(sizes, activation), None, error="worker lost (killed)")]
+                _, (job, configs, _verify) = self._pending.popleft()
+                return [JobLost(job, tuple(c.number for c in configs), "worker lost (killed)")]
         return super().events(timeout)
 
 
@@ -65,7 +63,8 @@ def test_a_lost_verification_is_run_again_and_its_trials_train(tmp_path):
 
 def test_a_verification_that_never_runs_fails_its_trials_saying_so_and_is_tried_again_later(tmp_path):
     trials, backend, _ = _run(tmp_path, losses=MAX_ATTEMPTS)
-    held = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    carrier, *held = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in carrier.user_attrs["fail_reason"]
     assert held, "the trials waiting on the lost verification should have failed"
     for t in held:
         assert "could not run" in t.user_attrs["fail_reason"] and "verification failed" not in t.user_attrs["fail_reason"]

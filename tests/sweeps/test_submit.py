@@ -138,6 +138,10 @@ def test_store_checks():
     assert "head node" in check.warnings[0]
     _, _, check = cluster.check_stores("http://mlflow:5000", "sqlite:///optuna.db")
     assert check.problems and "relative path" in check.problems[0]
+    _, _, check = cluster.check_stores("http://mlflow:5000", "/srv/sweeps/optuna.journal")  # a journal on the head node
+    assert not check.problems and "head node" in check.warnings[0]
+    _, _, check = cluster.check_stores("http://mlflow:5000", "optuna")
+    assert len(check.problems) == 1 and check.problems[0].startswith("--storage: ") and ".journal" in check.problems[0]
 
 
 # ----------------------------------------------------------------------------- token

@@ -12,6 +12,7 @@ from tracking.client import DEFAULT_TRACKING_URI, ensure_experiment, make_client
 from tracking.verification import (
     REPORT_ARTIFACT,
     find_verification,
+    known_verdicts,
     load_verification_report,
     record_verification,
     verify_and_record,
@@ -124,6 +125,22 @@ def test_unfinished_runs_are_not_verdicts(client, experiment_id) -> None:
         tags={"mlpsweep.kind": "verification", "mlpsweep.architecture": "2-3-1:tanh", "mlpsweep.verified": "pass"},
     )  # still RUNNING: e.g. a worker that died mid-way
     assert find_verification(client, experiment_id, "2-3-1:tanh") is None
+
+
+def test_known_verdicts_holds_the_newest_finished_verdict_of_each_architecture(tmp_path) -> None:
+    client = make_client(f"sqlite:///{tmp_path}/mlflow.db")
+    a = ensure_experiment(client, "a", artifact_location=(tmp_path / "a").as_uri())
+    b = ensure_experiment(client, "b", artifact_location=(tmp_path / "b").as_uri())
+    assert known_verdicts(client) == {}
+    mutant = functools.partial(
+        backward, steps=BackwardSteps(output_delta=lambda y_hat, y, loss: 2 * output_delta(y_hat, y, loss))
+    )
+    record_verification(client, a, verify_backprop([2, 5, 1], "tanh", backward=mutant))
+    record_verification(client, b, verify_backprop([2, 5, 1], "tanh"))  # newer, other experiment: pass
+    record_verification(client, a, verify_backprop([2, 4, 1], "relu", backward=mutant))
+    client.create_run(b, tags={"mlpsweep.kind": "verification", "mlpsweep.architecture": "2-3-1:tanh",
+                               "mlpsweep.verified": "pass"})  # still RUNNING: no verdict
+    assert known_verdicts(client) == {"2-5-1:tanh": "pass", "2-4-1:relu": "fail"}
 
 
 def test_verify_and_record_does_not_verify_twice(client, experiment_id) -> None:

@@ -1,0 +1,47 @@
+"""``--storage``: a database URL or a journal file; the local default is the journal beside mlflow.db."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_spec
+from sweeps import optuna_adapter as oa
+from sweeps.cli import main
+from sweeps.spec import load_spec
+from tracking.sweep import default_storage
+
+
+def test_default_is_a_journal_beside_a_sqlite_mlflow_store(tmp_path):
+    assert default_storage(f"sqlite:///{tmp_path}/mlflow.db") == f"{tmp_path}/optuna.journal"
+
+
+def test_an_older_optuna_db_there_is_kept_so_its_sweeps_continue(tmp_path):
+    (tmp_path / "optuna.db").write_bytes(b"")
+    assert default_storage(f"sqlite:///{tmp_path}/mlflow.db") == f"sqlite:///{tmp_path}/optuna.db"
+    (tmp_path / "optuna.journal").write_bytes(b"")
+    assert default_storage(f"sqlite:///{tmp_path}/mlflow.db") == f"{tmp_path}/optuna.journal"
+
+
+def test_a_journal_study_is_created_then_found_by_name(tmp_path):
+    spec = load_spec(write_spec(tmp_path, name="j"))
+    path = str(tmp_path / "s.journal")
+    study = oa.open_study(spec, path, "digest")
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    again = oa.load_study("j", path)
+    assert [t.value for t in again.trials] == [0.5] and oa.study_names(path) == ["j"]
+
+
+def test_reading_a_missing_journal_creates_nothing(tmp_path):
+    path = tmp_path / "none.journal"
+    with pytest.raises(KeyError):
+        oa.load_study("j", str(path))
+    assert oa.study_names(str(path)) == [] and not path.exists()
+
+
+@pytest.mark.parametrize("value", ["optuna", "optuna.db", "runs/study.json"])
+def test_anything_else_is_a_one_line_usage_error(value, tmp_path, capsys):
+    spec = write_spec(tmp_path, name="j")
+    assert main(["run", str(spec), "--storage", value, "--ray-address", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mlpsweep run: error: --storage: ") and ".journal" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.yaml"]  # nothing started, nothing written
