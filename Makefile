@@ -19,7 +19,7 @@ demo: install
 
 test: install
 	sh tests/setup_system_deps.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15  # the slowest tests, for whoever trims the suite
 
 test-fast: install
 	$(PY) -m pytest -q -m 'not integration'

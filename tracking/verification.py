@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, RunStatus, ViewType
 
 from models.mlp import canonical_architecture
 from models.verify import GradCheckReport, verify_backprop
+from tracking.client import log_folder
 
 __all__ = [
     "KIND_TAG",
@@ -105,7 +106,9 @@ def record_verification(
     run_id = run.info.run_id
     try:
         client.log_batch(run_id, metrics=_metrics(report), params=_params(report))
-        client.log_text(run_id, json.dumps(report.to_dict(), indent=2), REPORT_ARTIFACT)
+        with tempfile.TemporaryDirectory(prefix="mlpsweep-verification-") as tmp:
+            (Path(tmp) / REPORT_ARTIFACT).write_text(json.dumps(report.to_dict(), indent=2))
+            log_folder(client, run.info.artifact_uri, tmp)
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from tracking.client import log_folder
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
 from workers.records import TrialConfig, TrialResult
@@ -171,14 +172,14 @@ class RunWriter:
             if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
                 (Path(tmp) / CURVES_FILE).write_text(json.dumps(
                     {"train_mse": finite_or_none(result.train_curve), "val_mse": finite_or_none(result.val_curve)}))
-            run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{config.number}",
-                                            tags=tags).info.run_id
+            run = self.client.create_run(self.experiment_id, run_name=f"trial-{config.number}", tags=tags).info
+            run_id = run.run_id
             first = MAX_METRICS_PER_BATCH - len(param_list)
             self.client.log_batch(run_id, params=param_list, metrics=metrics[:first])
             for part in chunks(metrics[first:], MAX_METRICS_PER_BATCH):
                 self.client.log_batch(run_id, metrics=list(part))
             if any(Path(tmp).iterdir()):
-                self.client.log_artifacts(run_id, tmp)
+                log_folder(self.client, run.artifact_uri, tmp)
         self.client.set_terminated(run_id, "FAILED" if result.state == "FAIL" else "FINISHED")
 
     def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
@@ -196,15 +197,20 @@ class RunWriter:
 
 
 # --------------------------------------------------------------------- the child process
-def _warm_up() -> None:
-    """Import now, while the sweep starts, what the first writes need (torch to unpickle a
-    checkpoint: ~2 s): else the first trials wait seconds for their runs, and the driver's
-    next asks wait for them."""
+def _warm_up(writer: RunWriter) -> None:
+    """Import and open now, while the sweep starts, what the first writes need (torch to unpickle
+    a checkpoint, MLflow's store module and connection: seconds): else the first trials wait
+    that long for their runs, and the driver's next asks wait for them."""
     import torch  # noqa: F401
 
     import models.checkpoint  # noqa: F401
     import tracking.verification  # noqa: F401
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: F401
+
+    try:
+        writer.client.get_experiment(writer.experiment_id)
+    except Exception:  # an unreachable store is the writes' to report, with their retries
+        pass
 
 
 def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
@@ -221,7 +227,7 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
         return os.getppid() == parent_pid
 
     writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
-    _warm_up()
+    _warm_up(writer)
     while True:
         try:
             batch = [inbox.get(timeout=0.5)]
