@@ -117,6 +117,13 @@ def record_verification(
     return run_id
 
 
+_FINISHED_VERIFICATIONS = f"tags.\"{KIND_TAG}\" = '{KIND_VERIFICATION}' and attributes.status = 'FINISHED'"
+
+
+def _verdict(run: Any) -> str:
+    return str(run.data.tags.get(VERDICT_TAG, "fail"))
+
+
 def find_verification(client: MlflowClient, experiment_id: str | None, architecture: str) -> tuple[str, str] | None:
     """The newest FINISHED verification run of ``architecture``, as ``(run_id, verdict)``.
 
@@ -129,34 +136,29 @@ def find_verification(client: MlflowClient, experiment_id: str | None, architect
         ``(run_id, "pass" | "fail")``, or None when the architecture was never verified there.
     """
     quoted = architecture.replace("\\", "\\\\").replace("'", "\\'")
-    filter_string = (
-        f"tags.\"{KIND_TAG}\" = '{KIND_VERIFICATION}' and tags.\"{ARCHITECTURE_TAG}\" = '{quoted}' "
-        "and attributes.status = 'FINISHED'"
-    )
+    filter_string = f"{_FINISHED_VERIFICATIONS} and tags.\"{ARCHITECTURE_TAG}\" = '{quoted}'"
     ids = [experiment_id] if experiment_id is not None else _active_experiment_ids(client)
     if not ids:
         return None
     runs = client.search_runs(ids, filter_string, ViewType.ACTIVE_ONLY, max_results=1, order_by=["attributes.start_time DESC"])
     if not runs:
         return None
-    run = runs[0]
-    return run.info.run_id, run.data.tags.get(VERDICT_TAG, "fail")
+    return runs[0].info.run_id, _verdict(runs[0])
 
 
 def known_verdicts(client: MlflowClient) -> dict[str, str]:
     """Every architecture verified anywhere in the store, with its newest verdict (one paged
     search, so a sweep asks the store once, not once per architecture)."""
-    filter_string = f"tags.\"{KIND_TAG}\" = '{KIND_VERIFICATION}' and attributes.status = 'FINISHED'"
     ids = _active_experiment_ids(client)
     verdicts: dict[str, str] = {}
     token: str | None = None
     while ids:
-        page = client.search_runs(ids, filter_string, ViewType.ACTIVE_ONLY, max_results=5000,
+        page = client.search_runs(ids, _FINISHED_VERIFICATIONS, ViewType.ACTIVE_ONLY, max_results=5000,
                                   order_by=["attributes.start_time DESC"], page_token=token)
         for run in page:
             architecture = run.data.tags.get(ARCHITECTURE_TAG)
             if architecture and architecture not in verdicts:
-                verdicts[architecture] = run.data.tags.get(VERDICT_TAG, "fail")
+                verdicts[architecture] = _verdict(run)
         token = page.token
         if not token:
             break
