@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunStatus, ViewType
 
 from models.mlp import canonical_architecture
 from models.verify import GradCheckReport, verify_backprop
-from tracking.client import log_folder
+from tracking.bulk import write_run
 
 __all__ = [
     "KIND_TAG",
@@ -90,7 +90,7 @@ def record_verification(
         The new run's id.
 
     Raises:
-        MlflowException: the store refused; the run, if created, is marked FAILED.
+        MlflowException: the store refused; no run is left (see :func:`tracking.bulk.write_run`).
     """
     tags = {
         KIND_TAG: KIND_VERIFICATION,
@@ -102,17 +102,11 @@ def record_verification(
         tags[PARENT_TAG] = parent_run_id
     if sweep is not None:
         tags[SWEEP_TAG] = sweep
-    run = client.create_run(experiment_id, run_name=f"verify {report.architecture}", tags=tags)
-    run_id = run.info.run_id
-    try:
-        client.log_batch(run_id, metrics=_metrics(report), params=_params(report))
-        with tempfile.TemporaryDirectory(prefix="mlpsweep-verification-") as tmp:
-            (Path(tmp) / REPORT_ARTIFACT).write_text(json.dumps(report.to_dict(), indent=2))
-            log_folder(client, run.info.artifact_uri, tmp)
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    with tempfile.TemporaryDirectory(prefix="mlpsweep-verification-") as tmp:
+        (Path(tmp) / REPORT_ARTIFACT).write_text(json.dumps(report.to_dict(), indent=2))
+        run_id = write_run(client, experiment_id, run_name=f"verify {report.architecture}", tags=tags,
+                           params=_params(report), metrics=_metrics(report), artifacts=tmp,
+                           status=RunStatus.to_string(RunStatus.FINISHED))
     log.info("recorded verification of %s: %s (run %s)", report.architecture, report.verdict, run_id)
     return run_id
 

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from tracking.client import log_folder
+from tracking.bulk import write_run
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
 from workers.records import TrialConfig, TrialResult
@@ -131,8 +131,7 @@ class RunWriter:
     # ----------------------------------------------------------------- one trial's run
     def _write_trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str,
                      look_up: bool = False) -> None:
-        """One trial's run in four calls: create (with every tag), one ``log_batch`` (params and
-        metrics; more only past 1000 values), the artifacts, terminate. The run key is looked up
+        """One trial's run, written whole (:func:`tracking.bulk.write_run`). The run key is looked up
         first only where a run may exist: a resumed sweep's trial or a retried write."""
         key = run_key(self.study_uid, config.number)
         if look_up or config.number in self.stored:
@@ -141,8 +140,8 @@ class RunWriter:
                 log.info("trial %s already logged as run %s", config.number, existing.info.run_id)
                 return
             if existing is not None:
-                # A half-written run from an earlier attempt (the store failed mid-write): metric
-                # history appends, so replace the run rather than log into it twice.
+                # A half-written run from an earlier attempt (over HTTP, the server failed mid-write
+                # and its delete failed too): metric history appends, so replace the run.
                 self.client.delete_run(existing.info.run_id)
         tags = {
             MLFLOW_PARENT_RUN_ID: self.parent_run_id,
@@ -165,22 +164,15 @@ class RunWriter:
             tags[TAG["restarts"]] = json.dumps(list(result.restart_status))[:5000]
         params = {**config.params, "hidden_sizes": "-".join(map(str, config.train.sizes[1:-1]))}
         param_list = [Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH]
-        metrics = trial_metrics(result)
         with tempfile.TemporaryDirectory(prefix="mlpsweep-run-") as tmp:
             if result.checkpoint is not None and result.checkpoint.state_dict:
                 tags[TAG["sha256"]] = self._save_checkpoint(str(Path(tmp) / "checkpoint"), config, result)
             if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
                 (Path(tmp) / CURVES_FILE).write_text(json.dumps(
                     {"train_mse": finite_or_none(result.train_curve), "val_mse": finite_or_none(result.val_curve)}))
-            run = self.client.create_run(self.experiment_id, run_name=f"trial-{config.number}", tags=tags).info
-            run_id = run.run_id
-            first = MAX_METRICS_PER_BATCH - len(param_list)
-            self.client.log_batch(run_id, params=param_list, metrics=metrics[:first])
-            for part in chunks(metrics[first:], MAX_METRICS_PER_BATCH):
-                self.client.log_batch(run_id, metrics=list(part))
-            if any(Path(tmp).iterdir()):
-                log_folder(self.client, run.artifact_uri, tmp)
-        self.client.set_terminated(run_id, "FAILED" if result.state == "FAIL" else "FINISHED")
+            write_run(self.client, self.experiment_id, run_name=f"trial-{config.number}", tags=tags,
+                      params=param_list, metrics=trial_metrics(result), artifacts=tmp,
+                      status="FAILED" if result.state == "FAIL" else "FINISHED")
 
     def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
         """Write the trial's checkpoint files into ``folder`` (created); returns their sha256."""
