@@ -147,6 +147,7 @@ def _insert(store: Any, experiment_id: str, rows: dict[str, list[dict[str, Any]]
     models = {"runs": SqlRun, "tags": SqlTag, "params": SqlParam, "metrics": SqlMetric, "latest_metrics": SqlLatestMetric}
     with store.ManagedSessionMaker(read_only=False) as session:
         store._check_experiment_is_active(store._get_experiment(session, experiment_id, ViewType.ALL))
+        db = session.connection()
         for table, model in models.items():  # the run first: the other rows refer to it
             if rows[table]:
-                session.execute(insert(model), rows[table])
+                db.execute(insert(model.__table__), rows[table])  # SQL, not ORM: no object per row

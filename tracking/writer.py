@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 Done = Callable[[str | None], None]
 
+# The parent run's optimisation history is written at most this often: one MLflow log_batch per
+# told trial was a third of the writer's work on tiny trials. A chart a second behind is no loss.
+PROGRESS_SECONDS = 1.0
+
 
 def run_key(study_uid: str, number: int) -> str:
     return f"{study_uid}:{number}"
@@ -207,7 +211,8 @@ def _warm_up(writer: RunWriter) -> None:
 
 def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
            parent_pid: int) -> None:
-    """The writer's loop: requests in order; progress points gathered into one write per pass."""
+    """The writer's loop: requests in order; the parent run's progress points gathered into one
+    write at most every :data:`PROGRESS_SECONDS` (and before a flush or the end)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the driver's; it closes us in order
@@ -220,19 +225,23 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
 
     writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
     _warm_up(writer)
+    points: list[Metric] = []
+    written = time.monotonic()
     while True:
         try:
             batch = [inbox.get(timeout=0.5)]
         except queue.Empty:
             if not wanted():
                 return
+            if points:  # nothing else to do: write them now
+                writer.progress(points)
+                points, written = [], time.monotonic()
             continue
         while True:
             try:
                 batch.append(inbox.get_nowait())
             except queue.Empty:
                 break
-        points: list[Metric] = []
         for raw in batch:
             if not wanted():
                 return
@@ -267,8 +276,9 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
             except Exception as exc:  # keep writing the rest; reported at close
                 log.exception("MLflow write failed")
                 writer.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-        if points:
+        if points and time.monotonic() - written >= PROGRESS_SECONDS:
             writer.progress(points)
+            points, written = [], time.monotonic()
 
 
 class WriterProcess:
