@@ -27,8 +27,6 @@ from tracking.runs import MAX_METRICS_PER_BATCH, chunks
 
 __all__ = ["write_run", "sql_store"]
 
-_LOCATIONS: dict[tuple[str, str], str] = {}  # (store URI, experiment id) -> artifact location
-
 
 def sql_store(client: MlflowClient) -> Any | None:
     """The client's ``SqlAlchemyStore``, or None when it talks to another kind of store."""
@@ -64,16 +62,16 @@ def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: 
     from mlflow.entities import ViewType
     from mlflow.utils.uri import append_to_uri_path
 
-    key = (store.db_uri, experiment_id)
-    if key not in _LOCATIONS:  # an experiment's artifact location never changes
-        with store.ManagedSessionMaker() as session:
-            _LOCATIONS[key] = store._get_experiment(session, experiment_id, ViewType.ALL).artifact_location
+    with store.ManagedSessionMaker() as session:  # as create_run: the experiment must be active
+        experiment = store._get_experiment(session, experiment_id, ViewType.ALL)
+        store._check_experiment_is_active(experiment)
+        location = experiment.artifact_location
     run_id = uuid.uuid4().hex
-    artifact_uri = append_to_uri_path(_LOCATIONS[key], run_id, store.ARTIFACTS_FOLDER_NAME)
+    artifact_uri = append_to_uri_path(location, run_id, store.ARTIFACTS_FOLDER_NAME)
     rows = _run_rows(store, experiment_id, run_id, artifact_uri, run_name, tags, params, metrics, status)
     if files:
         log_folder(client, artifact_uri, artifacts)  # type: ignore[arg-type]
-    _insert(store, experiment_id, rows)
+    _insert(store, rows)
     return run_id
 
 
@@ -139,14 +137,12 @@ def _run_rows(store: Any, experiment_id: str, run_id: str, artifact_uri: str, ru
     }
 
 
-def _insert(store: Any, experiment_id: str, rows: dict[str, list[dict[str, Any]]]) -> None:
-    from mlflow.entities import ViewType
+def _insert(store: Any, rows: dict[str, list[dict[str, Any]]]) -> None:
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
     from sqlalchemy import insert
 
     models = {"runs": SqlRun, "tags": SqlTag, "params": SqlParam, "metrics": SqlMetric, "latest_metrics": SqlLatestMetric}
     with store.ManagedSessionMaker(read_only=False) as session:
-        store._check_experiment_is_active(store._get_experiment(session, experiment_id, ViewType.ALL))
         db = session.connection()
         for table, model in models.items():  # the run first: the other rows refer to it
             if rows[table]:
