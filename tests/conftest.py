@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -118,3 +121,32 @@ def stored_study(folder: Path, name: str):
     from tracking.sweep import default_storage
 
     return load_study(name, default_storage(f"sqlite:///{folder}/mlflow.db"))
+
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}  # the machine's server, trust auth
+
+
+@contextmanager
+def postgres_databases(stem: str, *kinds: str) -> Iterator[dict[str, str]]:
+    """Fresh databases on the machine's PostgreSQL, one per kind (``{kind: SQLAlchemy URL}``),
+    dropped afterwards; the test skips, saying why, when the server is not reachable."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {PG['host']}:{PG['port']} as {PG['user']}: {exc}")
+    admin.autocommit = True
+    stem = f"{stem}_{secrets.token_hex(4)}"
+    names = {kind: f"{stem}_{kind}" for kind in kinds}
+    with admin.cursor() as cur:
+        for db in names.values():
+            cur.execute(f'CREATE DATABASE "{db}"')
+    # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2.
+    url = f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}"
+    try:
+        yield {kind: f"{url}/{db}" for kind, db in names.items()}
+    finally:
+        with admin.cursor() as cur:
+            for db in names.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.close()

@@ -26,7 +26,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT
+from conftest import ROOT, postgres_databases
 from models import load_checkpoint
 
 pytestmark = [
@@ -34,9 +34,8 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-group bookkeeping reads /proc"),
 ]
 
-psycopg2 = pytest.importorskip("psycopg2")
+pytest.importorskip("psycopg2")  # the cluster's stores live in PostgreSQL
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 BIN = Path(sys.executable).parent
 NAME = "cluster"
 SPEC = f"""\
@@ -148,25 +147,8 @@ def _tail(path: Path, n: int = 40) -> str:
 # --------------------------------------------------------------------------- services
 @pytest.fixture(scope="module")
 def databases():
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {PG['host']}:{PG['port']} as {PG['user']}: {exc}")
-    admin.autocommit = True
-    stem = f"mlpsweep_it_{secrets.token_hex(4)}"
-    names = {"mlflow": f"{stem}_mlflow", "optuna": f"{stem}_optuna"}
-    with admin.cursor() as cur:
-        for db in names.values():
-            cur.execute(f'CREATE DATABASE "{db}"')
-    # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2.
-    url = f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}"
-    try:
-        yield {k: f"{url}/{db}" for k, db in names.items()}
-    finally:
-        with admin.cursor() as cur:
-            for db in names.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.close()
+    with postgres_databases("mlpsweep_it", "mlflow", "optuna") as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")

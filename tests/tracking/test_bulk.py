@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import secrets
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from sqlalchemy import text
 
+from conftest import postgres_databases
 from tracking.bulk import sql_store, write_run
 from tracking.client import ensure_experiment, make_client
 
@@ -176,22 +176,8 @@ def test_other_stores_get_mlflow_client_calls(tmp_path, monkeypatch):
 
 @pytest.mark.integration
 def test_same_rows_as_mlflow_writes_on_postgresql(tmp_path):
-    psycopg2 = pytest.importorskip("psycopg2")
-    pg = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **pg)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {pg['host']}:{pg['port']} as {pg['user']}: {exc}")
-    admin.autocommit = True
-    name = f"mlpsweep_bulk_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        client = make_client(f"postgresql+psycopg2://{pg['user']}@{pg['host']}:{pg['port']}/{name}")
+    with postgres_databases("mlpsweep_bulk", "mlflow") as urls:
+        client = make_client(urls["mlflow"])
         experiment_id = ensure_experiment(client, "bulk", artifact_location=str(tmp_path / "artifacts"))
         assert_same_runs(client, experiment_id, PARAMS, metrics(), tmp_path / "files")
         sql_store(client).engine.dispose()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
