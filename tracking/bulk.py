@@ -50,7 +50,7 @@ def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: 
         artifacts: a folder whose files become the run's artifacts (None or empty: none).
 
     Raises:
-        MlflowException: a value MLflow refuses (bad key, param too long...), an inactive
+        MlflowException: a value MLflow refuses (a bad key, duplicate param keys...), an inactive
             experiment, or the store's own errors. Over HTTP a run already created is deleted
             (best effort) so that no half-written run stays behind.
     """
