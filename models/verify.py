@@ -526,22 +526,24 @@ def _finite_differences(
     else:
         layer, base = int(name.split("_")[0]), params[name]
     width = max(z.shape[1] for z in cache.z)
-    per_replica = (0 if name.endswith("_weight") else base.numel()) + cache.a[0].shape[0] * width * (cache.n_layers - layer + 1)
+    copied = 0 if name.endswith("_weight") else base.numel()  # a weight is not copied per replica
+    per_replica = copied + cache.a[0].shape[0] * width * (cache.n_layers - layer + 1)
     chunk = max(1, _FD_CHUNK_ELEMENTS // (2 * per_replica))
     out = []
     for part in coords.split(chunk):
         K = part.numel()
         R = 2 * K
         sign = torch.cat([torch.full((K,), eps, dtype=DTYPE), torch.full((K,), -eps, dtype=DTYPE)])
+        index = part.repeat(2)  # replica r moves coordinate index[r] by sign[r]
         with torch.no_grad():
             if name.endswith("_weight"):
-                a, fan_out = cache.a[layer], base.shape[1]  # (N, fan_in)
-                rows, cols = part.repeat(2) // fan_out, part.repeat(2) % fan_out
-                z = (a @ base + params[f"{layer}_bias"]).expand(R, *a.shape[:1], fan_out).clone()  # (R, N, fan_out)
+                a = cache.a[layer]  # (N, fan_in)
+                rows, cols = index // base.shape[1], index % base.shape[1]
+                z = (a @ base + params[f"{layer}_bias"]).expand(R, -1, -1).clone()  # (R, N, fan_out)
                 z[torch.arange(R), :, cols] += sign[:, None] * a[:, rows].T
             else:
                 P = base.expand(R, *base.shape).clone()  # (R, *base.shape)
-                P.view(R, -1)[torch.arange(R), part.repeat(2)] += sign
+                P.view(R, -1)[torch.arange(R), index] += sign
                 a = P if name == INPUT else cache.a[layer]  # (R, N, d_in) or (N, fan_in)
                 b = P.unsqueeze(1) if name.endswith("_bias") else params[f"{layer}_bias"]  # (R, 1, fan_out)
                 z = a @ params[f"{layer}_weight"] + b  # (R, N, fan_out)

@@ -23,7 +23,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from tracking.client import log_folder
-from tracking.runs import MAX_METRICS_PER_BATCH, chunks
 
 __all__ = ["write_run", "sql_store"]
 
@@ -80,10 +79,7 @@ def _write_with_client(client: MlflowClient, experiment_id: str, run_name: str, 
                        artifacts: str | Path | None) -> str:
     run = client.create_run(experiment_id, run_name=run_name, tags=tags).info
     try:
-        first = MAX_METRICS_PER_BATCH - len(params)
-        client.log_batch(run.run_id, params=list(params), metrics=list(metrics[:first]))
-        for part in chunks(metrics[first:], MAX_METRICS_PER_BATCH):
-            client.log_batch(run.run_id, metrics=list(part))
+        client.log_batch(run.run_id, params=list(params), metrics=list(metrics))  # MLflow splits it into requests
         if artifacts is not None:
             log_folder(client, run.artifact_uri, artifacts)
         client.set_terminated(run.run_id, status)

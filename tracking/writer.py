@@ -67,6 +67,8 @@ class RunWriter:
         self.stored: set[int] = set()  # trial numbers with a run in the store when the sweep opened
         self.errors: list[str] = []
         self.wanted = wanted  # False once the driver is gone: stop retrying for it
+        self.points: list[Metric] = []  # the parent run's history points not written yet
+        self._points_written = time.monotonic()
 
     def retrying(self, what: str, write: Callable[[], None]) -> str | None:
         """Run an idempotent write until it succeeds or the retry budget is spent.
@@ -106,6 +108,13 @@ class RunWriter:
                 self.client.log_batch(self.parent_run_id, metrics=points)
 
             self._note(self.retrying("progress", write))
+
+    def write_progress(self, at_most_every: float = 0.0) -> None:
+        """Write the waiting history points, unless the last such write is under ``at_most_every`` s old."""
+        if self.points and time.monotonic() - self._points_written >= at_most_every:
+            points, self.points = self.points, []
+            self.progress(points)
+            self._points_written = time.monotonic()
 
     def close_parent(self, metrics: list[Metric], status: str) -> None:
         def write() -> None:
@@ -226,17 +235,13 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
 
     writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
     _warm_up(writer)
-    points: list[Metric] = []
-    written = time.monotonic()
     while True:
         try:
             batch = [inbox.get(timeout=0.5)]
         except queue.Empty:
             if not wanted():
                 return
-            if points:  # nothing else to do: write them now
-                writer.progress(points)
-                points, written = [], time.monotonic()
+            writer.write_progress()  # nothing else to do: write them now
             continue
         while True:
             try:
@@ -249,11 +254,10 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
             request = pickle.loads(raw)
             kind = request[0]
             if kind == "progress":
-                points.extend(request[1])
+                writer.points.extend(request[1])
                 continue
-            if points and kind in ("flush", "close", "close_parent"):
-                writer.progress(points)
-                points = []
+            if kind in ("flush", "close", "close_parent"):
+                writer.write_progress()
             try:
                 if kind == "parent":
                     writer.parent_run_id, writer.study_uid, writer.stored = request[1:]
@@ -277,9 +281,7 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
             except Exception as exc:  # keep writing the rest; reported at close
                 log.exception("MLflow write failed")
                 writer.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-        if points and time.monotonic() - written >= PROGRESS_SECONDS:
-            writer.progress(points)
-            points, written = [], time.monotonic()
+        writer.write_progress(at_most_every=PROGRESS_SECONDS)
 
 
 class WriterProcess:
