@@ -67,13 +67,18 @@ def test_ensure_experiment_survives_losing_the_creation_race(client, tmp_path, m
     assert winner == real_get("raced").experiment_id and len(calls) == 2
 
 
-def test_record_verification_writes_tags_metrics_params_and_report(client, experiment_id) -> None:
+def test_record_verification_writes_tags_metrics_params_and_report(client, experiment_id, monkeypatch) -> None:
     report = verify_backprop([2, 5, 1], "sigmoid")
     parent = client.create_run(experiment_id, run_name="sweep parent").info.run_id
+    calls = []
+    for name in ("create_run", "log_batch", "set_terminated"):  # watched, not replaced
+        real = getattr(client, name)
+        monkeypatch.setattr(client, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
 
     run_id = record_verification(client, experiment_id, report, parent_run_id=parent, sweep="seed-1d")
 
     run = client.get_run(run_id)
+    assert calls == []  # on a SQL store the run goes in whole, in one transaction (tracking.bulk)
     assert run.info.status == "FINISHED" and run.info.run_name == "verify 2-5-1:sigmoid"
     tags = run.data.tags
     assert tags["mlpsweep.kind"] == "verification"
