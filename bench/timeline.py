@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def instrumented_run(spec_path: Path) -> tuple[list[tuple], float]:
     import sweeps.driver as driver_module
     import workers.ray_backend as rb
     from sweeps.cmd_run import execute, prepare
-    from workers.backend import Finished, JobUpdate
+    from workers.backend import Finished, JobUpdate, Verified
 
     events: list[tuple] = []  # (time, kind, worker, job or trial number, extra)
     now = time.perf_counter
@@ -80,9 +81,12 @@ def instrumented_run(spec_path: Path) -> tuple[list[tuple], float]:
             t = now()
             for ref in set(before) - set(self.inflight):
                 index, method, job = before[ref]
-                math_s = [e.result.train_seconds for u in out if isinstance(u, JobUpdate) and u.job == job
-                          for e in u.events if isinstance(e, Finished)]
-                events.append((t, "done", index, job, sum(math_s)))
+                mine = [e for u in out if isinstance(u, JobUpdate) and u.job == job for e in u.events]
+                finished = [e.result for e in mine if isinstance(e, Finished)]
+                verified = [e.report.seconds for e in mine if isinstance(e, Verified) and e.report is not None]
+                # a co-batched job's trials share one session: its wall time once, its math summed
+                session = max((r.wall_seconds for r in finished), default=0.0)
+                events.append((t, "done", index, job, (sum(r.train_seconds for r in finished), session, sum(verified))))
             return out
 
     rb.RayBackend = TimedBackend  # start_backend looks it up at call time
@@ -124,29 +128,35 @@ def instrumented_run(spec_path: Path) -> tuple[list[tuple], float]:
 
 
 def split(events: list[tuple], slots: int) -> tuple[dict, list[str]]:
-    """Slot time of the sweep by where it went, and one line per idle gap over 50 ms."""
+    """Slot time of the sweep by where it went, and one line per idle gap over 50 ms.
+
+    A worker may hold a second job queued behind the one it trains: that job's time counts from
+    the moment the driver saw the first one done (the worker started it then or earlier)."""
     start = min(e[0] for e in events if e[1] == "ask")
     end = max(e[0] for e in events if e[1] == "done")
-    busy = math_s = idle = 0.0
-    submitted: dict[int, float] = {}
+    busy = math_s = idle = session_s = verify_s = 0.0
+    held: dict[int, deque[float]] = {}  # worker -> submit times of the jobs it holds, oldest first
+    last_done: dict[int, float] = {}
     free_since: dict[int, tuple[float, int]] = {}
     gaps = []
     for i, (t, kind, worker, job, extra) in enumerate(events):
-        if kind == "submit" and extra == "start":
-            if worker in free_since:
-                t_free, i_free = free_since.pop(worker)
+        if kind == "submit":
+            if not held.get(worker):
+                t_free, i_free = free_since.pop(worker, (start, 0))
                 idle += t - t_free
                 if t - t_free > 0.05:
                     waited = [f"{e[1]} {e[3]} at {e[0] - start:.2f}" for e in events[i_free + 1:i] if e[1] in ("ask", "ack")]
                     gaps.append(f"worker {worker} idle {t - t_free:.2f} s from {t_free - start:.2f} s: "
                                 + ", ".join(waited[:4]))
-            else:
-                idle += t - start
-            submitted[worker] = t
+            held.setdefault(worker, deque()).append(t)
         elif kind == "done":
-            busy += t - submitted.pop(worker)
-            math_s += extra
-            free_since[worker] = (t, i)
+            busy += t - max(held[worker].popleft(), last_done.get(worker, start))
+            last_done[worker] = t
+            math_s += extra[0]
+            session_s += extra[1]
+            verify_s += extra[2]
+            if not held[worker]:
+                free_since[worker] = (t, i)
     tail = sum(end - t for t, _ in free_since.values())
     total = slots * (end - start)
     figures = {
@@ -154,6 +164,9 @@ def split(events: list[tuple], slots: int) -> tuple[dict, list[str]]:
         "slot_seconds": round(total, 2),
         "math": round(math_s / total, 3),
         "job_overhead": round((busy - math_s) / total, 3),
+        "  of which verification": round(verify_s / total, 3),
+        "  of which trial set-up and results in the worker": round((session_s - math_s) / total, 3),
+        "  of which Ray's round trip and the rest": round((busy - session_s - verify_s) / total, 3),
         "idle": round(idle / total, 3),
         "tail": round(tail / total, 3),
         "overhead (1 - math / concurrency / sweep)": round(1 - math_s / total, 3),

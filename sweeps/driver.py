@@ -14,6 +14,10 @@ however the workers' timing falls. ``window`` = 2 × slots × cobatch + 1: a slo
 freed by a short trial need not wait for a long one ahead of it to be told, and one trial is
 always asked ahead so that sampling is off the critical path. Pruning decisions, which compare trials
 mid-training, are the one exception.
+
+Without a pruner each worker holds its next job queued behind the one it trains (the backend's
+``depth``), so it starts it without waiting a round trip through the driver; the window is the
+same, so this changes when trials run, never which trials are asked.
 """
 from __future__ import annotations
 
@@ -152,6 +156,9 @@ class SweepDriver:
         self.stats = SweepStats(run_cap=self.run_cap)
         self.slots = max(1, min(spec.concurrency, backend.slots))
         self.cobatch = max(1, getattr(spec, "cobatch", 1))
+        # Jobs in flight: a worker may hold its next job, queued behind the one it trains, unless a
+        # pruner needs jobs advanced between reports (a queued job would delay those calls).
+        self.capacity = self.slots * (backend.depth if oa.report_every(spec) <= 0 else 1)
         self.window = 2 * self.slots * self.cobatch + 1
         self.trials: dict[int, Any] = {}  # asked, not told: number -> optuna Trial
         self.configs: dict[int, TrialConfig] = {}
@@ -289,7 +296,7 @@ class SweepDriver:
 
     def _can_ask(self) -> bool:
         waiting = len(self.ready) + sum(len(v) for v in self.held.values())
-        if waiting >= max(0, self.slots - self._busy()) * self.cobatch + 1:  # one asked ahead
+        if waiting >= max(0, self.capacity - self._busy()) * self.cobatch + 1:  # one asked ahead
             return False
         last = len(self.ask_order) - self.window + 1  # trials before this one must be logged first
         return all(n in self.told or n in self.logged for n in self.ask_order[self._tell_pos:max(0, last)])
@@ -337,7 +344,7 @@ class SweepDriver:
     def _start_jobs(self, full_only: bool = False) -> None:
         """Start jobs while slots are free; same-shape trials waiting together share a job
         (``full_only``: only jobs of ``cobatch`` trials, the rest wait for more asks)."""
-        while self.ready and self._busy() < self.slots:
+        while self.ready and self._busy() < self.capacity:
             first = self.ready[0]
             key = stack_key(self.configs[first].train)
             group = [n for n in self.ready if stack_key(self.configs[n].train) == key][:self.cobatch]
@@ -350,8 +357,12 @@ class SweepDriver:
             self.jobs[job] = group
             for number in group:
                 self.attempts[number] = self.attempts.get(number, 0) + 1
-            self.stats.running = sum(len(g) for g in self.jobs.values())
+            self._count_running()
             self.backend.start(job, [self.configs[n] for n in group], self._carries_verification(first, job))
+
+    def _count_running(self) -> None:
+        """Trials training now: those of the oldest ``slots`` jobs (a worker's next job waits)."""
+        self.stats.running = sum(len(g) for g in list(self.jobs.values())[:self.slots])
 
     def _carries_verification(self, number: int, job: int) -> str | None:
         """The first job of an architecture with no verdict verifies it before training (no
@@ -386,7 +397,7 @@ class SweepDriver:
         elif isinstance(event, JobLost):
             self.jobs.pop(event.job, None)
             self._retry(event)
-        self.stats.running = sum(len(g) for g in self.jobs.values())
+        self._count_running()
 
     def _retry(self, lost: JobLost) -> None:
         """A dead worker's trials are queued again (a verification it carried goes with them)."""

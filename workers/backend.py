@@ -71,7 +71,8 @@ Event = Union[JobUpdate, JobLost]
 class Backend(Protocol):
     """What the sweep driver needs from an execution engine."""
 
-    slots: int
+    slots: int  # workers
+    depth: int  # jobs one worker may hold at once (more than 1: queued behind the one it trains)
 
     def start(self, job: int, configs: Sequence[TrialConfig], verify: str | None = None) -> None: ...
     def advance(self, job: int, prune: Sequence[int] = ()) -> None: ...
@@ -146,6 +147,7 @@ class InProcessBackend:
 
     def __init__(self, slots: int = 1, node: str | None = "in-process") -> None:
         self.slots = slots
+        self.depth = 1
         self.state = WorkerState(node)
         self._pending: deque[tuple[str, tuple]] = deque()
 

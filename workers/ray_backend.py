@@ -2,7 +2,8 @@
 
 Each actor imports torch once, uses one thread, caches datasets, and keeps the sessions of the
 trials it trains, so a trial resumed after a report continues on the same actor with no
-process start. The driver keeps at most ``slots`` requests in flight.
+process start. A worker may hold ``depth`` jobs: the one it trains and the next, queued in Ray,
+so that it starts the next as soon as it finishes, not a round trip through the driver later.
 """
 from __future__ import annotations
 
@@ -66,12 +67,14 @@ class TrialWorker:
 
 
 class RayBackend:
-    """Runs jobs on ``slots`` TrialWorker actors spread by Ray over the cluster."""
+    """Runs jobs on ``slots`` TrialWorker actors spread by Ray over the cluster, at most ``depth``
+    on each at a time (a job goes to the worker holding the fewest)."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, depth: int = 2) -> None:
         self.slots = slots
+        self.depth = depth
         self.workers = [TrialWorker.options(scheduling_strategy="SPREAD").remote() for _ in range(slots)]
-        self.idle: deque[int] = deque(range(slots))
+        self.load = [0] * slots  # jobs each worker holds
         self.owner: dict[int, int] = {}  # job -> worker index
         self.open: dict[int, set[int]] = {}  # job -> trial numbers not finished yet
         self.inflight: dict[ray.ObjectRef, tuple[int, str, int]] = {}  # -> (worker, method, job)
@@ -93,10 +96,11 @@ class RayBackend:
         self._call(self.owner[job], "advance", job, job, tuple(prune))
 
     def _submit(self, job: int, args: tuple) -> None:
-        if not self.idle:
+        index = min(range(self.slots), key=self.load.__getitem__)
+        if self.load[index] >= self.depth:
             self.queue.append((job, args))
             return
-        index = self.idle.popleft()
+        self.load[index] += 1
         self.owner[job] = index
         self._call(index, "start", job, *args)
 
@@ -129,7 +133,7 @@ class RayBackend:
                     continue
             self.owner.pop(job, None)
             self.open.pop(job, None)
-            self.idle.append(index)
+            self.load[index] -= 1
             if self.queue:
                 self._submit(*self.queue.popleft())
         return out

@@ -1,0 +1,39 @@
+"""The Ray backend on a real local Ray: each worker holds at most ``depth`` jobs, a job goes to
+the worker holding the fewest, and a job beyond every worker's depth waits in the backend."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_spec
+from sweeps.driver import build_trial_config
+from sweeps.spec import load_spec
+from workers.backend import Finished, JobUpdate
+
+pytestmark = pytest.mark.integration
+
+
+def test_jobs_are_spread_then_queued_and_all_finish(tmp_path):
+    import ray
+
+    from workers.ray_backend import RayBackend, connect
+
+    spec = load_spec(write_spec(tmp_path, name="held", epochs=30))
+    params = {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01, "restarts": 1, "epochs": 30}
+    connect(None, num_cpus=2)
+    try:
+        backend = RayBackend(2, depth=2)
+        for job in range(5):
+            backend.start(job, [build_trial_config(spec, job, params, (1, 1))])
+        assert backend.load == [2, 2]
+        assert sorted(backend.owner.values()) == [0, 0, 1, 1] and 4 not in backend.owner
+        assert [job for job, _ in backend.queue] == [4]
+        finished = []
+        while backend.pending():
+            for event in backend.events(timeout=60):
+                assert isinstance(event, JobUpdate) and event.done
+                finished += [e.result.number for e in event.events if isinstance(e, Finished)]
+        assert sorted(finished) == [0, 1, 2, 3, 4]
+        assert backend.load == [0, 0] and not backend.queue
+        backend.close()
+    finally:
+        ray.shutdown()
