@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the work ran and failed (e.g. verification failed), 2 b
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import os
@@ -82,9 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> None:
+    """The ``mlpsweep`` command: :func:`main`, then the exit handlers (Ray's shutdown, logging,
+    child processes, temporary files) and the exit itself, without the interpreter's teardown of
+    every module and object: after ``mlpsweep run`` that took 1.3 s of torch, Ray, MLflow and
+    Optuna objects being freed one by one, for nothing."""
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
     # Run through the package's module so exception classes are the ones handlers raise
     # (``python -m sweeps.cli`` would otherwise load this file twice, as two modules).
-    from sweeps.cli import main as _main
+    from sweeps.cli import entry as _entry
 
-    sys.exit(_main())
+    _entry()

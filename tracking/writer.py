@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -26,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from tracking.bulk import write_run
+from tracking.bulk import sql_store, write_run
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
 from workers.records import TrialConfig, TrialResult
@@ -277,11 +278,24 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
                     outbox.put(("flushed", request[1], None))
                 elif kind == "close":
                     outbox.put(("closed", 0, writer.errors))
-                    return
+                    _exit_now(writer, outbox)
             except Exception as exc:  # keep writing the rest; reported at close
                 log.exception("MLflow write failed")
                 writer.errors.append(f"{type(exc).__name__}: {exc}"[:300])
         writer.write_progress(at_most_every=PROGRESS_SECONDS)
+
+
+def _exit_now(writer: RunWriter, outbox: Any) -> None:
+    """Everything is written and the reply sent: close the store's connections and end the process
+    without the interpreter's teardown of torch, MLflow and SQLAlchemy (~1 s the driver waited for)."""
+    store = sql_store(writer.client)
+    if store is not None:
+        store.engine.dispose()
+    outbox.close()
+    outbox.join_thread()  # the reply is in the pipe
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class WriterProcess:

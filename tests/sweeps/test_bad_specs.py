@@ -404,3 +404,21 @@ def test_cli_refuses_bad_specs(tmp_path: Path) -> None:
         assert done.stdout == "", (name, done.stdout)
     assert list(cwd.iterdir()) == [], "validate must not create files"
     assert not marker.exists()
+
+
+def test_the_command_runs_exit_handlers_and_flushes_its_output_before_it_exits(tmp_path):
+    """``mlpsweep`` ends with os._exit (no teardown of every module): exit handlers still run,
+    output still arrives whole, and the exit code is the command's."""
+    from conftest import ROOT
+
+    good = ROOT / "sweeps" / "examples" / sorted(p.name for p in (ROOT / "sweeps" / "examples").glob("*.yaml"))[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmethod: nope\n")
+    script = ("import atexit, sys; from sweeps.cli import entry; "
+              "atexit.register(lambda: print('handler ran', flush=True)); sys.argv = ['mlpsweep', *sys.argv[1:]]; entry()")
+    for spec, code in ((good, 0), (bad, 2)):
+        done = subprocess.run([sys.executable, "-c", script, "validate", str(spec)], cwd=tmp_path, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        assert done.returncode == code, done.stderr
+        assert done.stdout.rstrip().endswith("handler ran"), done.stdout
+        assert (done.stderr if code else done.stdout).strip(), "the command said nothing"

@@ -338,6 +338,35 @@ def test_a_failing_plot_is_a_warning_not_a_failure(swept, monkeypatch, caplog) -
 
 
 @pytest.mark.integration
+def test_the_report_drawn_by_forked_children_equals_the_one_drawn_here(swept, monkeypatch) -> None:
+    """fANOVA and half the pictures run in forked children: the same pictures, byte for byte, as
+    drawing everything in this process (what happens where fork is not available)."""
+    from tracking import forked as forked_module
+    from tracking.report import CHILD_PICTURES, build_report
+
+    forked = build_report(swept["uri"], "tiny")
+    monkeypatch.setattr(forked_module, "FORK", False)
+    here = build_report(swept["uri"], "tiny")
+    assert [p.name for p in forked.pictures] == [p.name for p in here.pictures] == [n for n, *_ in PICTURES]
+    assert set(CHILD_PICTURES) < {p.name for p in forked.pictures}
+    for a, b in zip(forked.pictures, here.pictures):
+        assert a.png is not None and a.png == b.png, a.name
+    assert forked.record.importances == here.record.importances and forked.record.importances
+
+
+@pytest.mark.integration
+def test_children_that_die_cost_the_importances_never_the_report(swept, monkeypatch) -> None:
+    import tracking.report as report_module
+
+    monkeypatch.setattr(report_module, "_render_forked", lambda *args: os._exit(1))
+    monkeypatch.setattr(report_module, "_importances_of", lambda *args: os._exit(1))
+    report = report_module.build_report(swept["uri"], "tiny")
+    assert [p.name for p in report.pictures] == [n for n, *_ in PICTURES]
+    missing = {p.name: p.skipped for p in report.pictures if p.png is None}
+    assert set(missing) == {"importances"} and "fANOVA failed" in missing["importances"], missing
+
+
+@pytest.mark.integration
 def test_two_input_sweep_draws_a_contour_per_output(tmp_path) -> None:
     uri = _sweep(tmp_path, "rot", "seed-rotation", run_cap=3, restarts=2, epochs=30)
     from tracking.report import build_report

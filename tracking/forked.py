@@ -1,0 +1,85 @@
+"""Run one function in a forked child process while this one goes on; get its result later.
+
+The report's slowest parts (fANOVA, the pictures) are CPU-bound Python: in one process they
+take turns, in two they run on two cores. Fork shares what this process already imported, so a
+child starts in milliseconds. Where fork is not available (or not safe: macOS, Windows), the
+function runs in this process when its result is asked for.
+
+A child must not use a database connection this process opened before the fork: call
+:func:`forget_connections` on the client it uses before its first query.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import traceback
+from typing import Any, Callable, Generic, TypeVar
+
+__all__ = ["Forked", "forget_connections", "FORK"]
+
+T = TypeVar("T")
+FORK = sys.platform.startswith("linux")  # elsewhere fork is missing or unsafe with system frameworks
+
+
+class Forked(Generic[T]):
+    """``fn(*args)`` started now in a forked child; :meth:`get` returns its result or raises its error."""
+
+    def __init__(self, fn: Callable[..., T], *args: Any) -> None:
+        self._fn, self._args = fn, args
+        self._proc: Any = None
+        if FORK:
+            ctx = multiprocessing.get_context("fork")
+            self._conn, child_end = ctx.Pipe(duplex=False)
+            self._proc = ctx.Process(target=_child, args=(child_end, fn, args), daemon=True)
+            self._proc.start()
+            child_end.close()
+
+    def get(self, timeout: float = 300.0) -> T:
+        """The function's result (waits at most ``timeout`` seconds for the child).
+
+        Raises:
+            RuntimeError: the function raised in the child (its traceback is the message), the
+                child died without an answer, or it gave none in time (it is killed).
+        """
+        if self._proc is None:
+            return self._fn(*self._args)
+        try:
+            if self._conn.poll(timeout):
+                ok, value = self._conn.recv()
+            else:
+                self._proc.kill()
+                ok, value = False, f"the child process gave no answer in {timeout:g} s"
+        except EOFError:
+            self._proc.join()
+            ok, value = False, f"the child process died (exit code {self._proc.exitcode})"
+        finally:
+            self._conn.close()
+            self._proc.join()
+        if not ok:
+            raise RuntimeError(value)
+        return value
+
+    def cancel(self) -> None:
+        """Not needed after all: end the child."""
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+
+def _child(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        answer = (True, fn(*args))
+    except BaseException:
+        answer = (False, traceback.format_exc(limit=8))
+    conn.send(answer)
+    conn.close()
+
+
+def forget_connections(client: Any) -> None:
+    """In a forked child: drop the pooled database connections inherited from the parent (without
+    closing them: they are the parent's), so the child's queries open its own."""
+    from tracking.bulk import sql_store
+
+    store = sql_store(client)
+    if store is not None:
+        store.engine.dispose(close=False)
