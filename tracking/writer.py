@@ -288,14 +288,16 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
 def _exit_now(writer: RunWriter, outbox: Any) -> None:
     """Everything is written and the reply sent: close the store's connections and end the process
     without the interpreter's teardown of torch, MLflow and SQLAlchemy (~1 s the driver waited for)."""
-    store = sql_store(writer.client)
-    if store is not None:
-        store.engine.dispose()
-    outbox.close()
-    outbox.join_thread()  # the reply is in the pipe
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    try:
+        store = sql_store(writer.client)
+        if store is not None:
+            store.engine.dispose()
+        outbox.close()
+        outbox.join_thread()  # the reply is in the pipe
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
 
 
 class WriterProcess:
