@@ -560,7 +560,8 @@ def _losses_from(layer: int, z: Tensor, params: Mapping[str, Tensor], L: int, y:
 def _losses_from_column(layer: int, cols: Tensor, shift: Tensor, cache: ForwardCache, params: Mapping[str, Tensor],
                         y: Tensor, phi: Activation, loss: str) -> Tensor:
     """Loss of each replica r whose pre-activation at ``layer`` is the cached one with column
-    ``cols[r]`` moved by ``shift[r]`` (N,) — what moving one weight or bias of that layer does.
+    ``cols[r]`` moved by ``shift[r]`` ((N,) for a weight, (1,) for a bias) — what moving one
+    weight or bias of that layer does.
 
     Only that column of the layer's output changes, so the next pre-activation is the cached one
     plus (φ(z + shift) − φ(z)) times one row of the next weight: exactly the perturbed network's,
