@@ -761,6 +761,17 @@ class Report:
         return [f"{REPORT_DIR}/{n}" for n in names]
 
 
+# About half the drawing time, and no torch: a forked child's OpenMP pool is broken if the parent
+# had used one (the fit picture runs the best model, so it stays here).
+CHILD_PICTURES = ("mse_vs_width", "learning_curves", "restart_spread")
+
+
+def _render_forked(record: SweepRecord, names: Collection[str]) -> list[Picture]:
+    client = make_client(record.tracking_uri)
+    forget_connections(client)
+    return render_pictures(record, client, names)
+
+
 def build_report(tracking_uri: str | None, sweep: str, storage: str | None = None) -> Report:
     """Collect a sweep and draw its pictures.
 
@@ -801,16 +812,6 @@ def build_report(tracking_uri: str | None, sweep: str, storage: str | None = Non
     order = [p[0] for p in PICTURES]
     return Report(record, sorted(pictures, key=lambda p: order.index(p.name)), client)
 
-
-# About half the drawing time, and no torch: a forked child's OpenMP pool is broken if the parent
-# had used one (the fit picture runs the best model, so it stays here).
-CHILD_PICTURES = ("mse_vs_width", "learning_curves", "restart_spread")
-
-
-def _render_forked(record: SweepRecord, names: Collection[str]) -> list[Picture]:
-    client = make_client(record.tracking_uri)
-    forget_connections(client)
-    return render_pictures(record, client, names)
 
 
 def write_report(tracking_uri: str | None, sweep: str, storage: str | None, out_dir: str | Path) -> Path:
