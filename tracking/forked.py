@@ -43,20 +43,19 @@ class Forked(Generic[T]):
         """
         if self._proc is None:
             return self._fn(*self._args)
+        ok, value = False, f"the child process gave no answer in {timeout:g} s"
         try:
             if self._conn.poll(timeout):
                 ok, value = self._conn.recv()
             else:
                 self._proc.kill()
-                ok, value = False, f"the child process gave no answer in {timeout:g} s"
         except EOFError:
-            self._proc.join()
-            ok, value = False, f"the child process died (exit code {self._proc.exitcode})"
+            value = None  # it died without answering: its exit code, once joined, says how
         finally:
             self._conn.close()
             self._proc.join()
         if not ok:
-            raise RuntimeError(value)
+            raise RuntimeError(value or f"the child process died (exit code {self._proc.exitcode})")
         return value
 
     def cancel(self) -> None:
