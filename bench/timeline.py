@@ -50,8 +50,6 @@ def cpu_by_process() -> dict[str, float]:
             group = "workers"
         elif "multiprocessing" in cmd and "spawn_main" in cmd:
             group = "mlflow writer"
-        elif "report_process" in cmd:
-            group = "report process"
         elif "ray" in cmd:
             group = "ray system"
         else:

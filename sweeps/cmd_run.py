@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, cast
 
-__all__ = ["register", "prepare", "execute", "start_backend", "open_tracker"]
+__all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend", "open_tracker"]
 
 
 def register(subparsers: Any) -> None:
@@ -54,6 +54,18 @@ def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None 
     Raises:
         UsageError: every problem found, one per line.
     """
+    spec = load_run_spec(spec_path, run_cap, concurrency)
+    check_data(spec)
+    return spec
+
+
+def load_run_spec(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> Any:
+    """The spec with the command line's overrides (no torch: quick). A built-in dataset is then
+    checked whole; a file's contents are :func:`check_data`'s to read.
+
+    Raises:
+        UsageError: every problem found, one per line.
+    """
     from sweeps.cli import UsageError
     from sweeps.spec import SpecError, load_spec
 
@@ -62,8 +74,16 @@ def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None 
     except SpecError as exc:
         raise UsageError("\n".join(exc.problems)) from None
     updates = {k: v for k, v in (("run_cap", run_cap), ("concurrency", concurrency)) if v is not None}
-    if updates:
-        spec = spec.model_copy(update=updates)
+    return spec.model_copy(update=updates) if updates else spec
+
+
+def check_data(spec: Any) -> None:
+    """Load the spec's dataset once (a file: read and checked; imports torch).
+
+    Raises:
+        UsageError: the first problem with the data, naming the field to change.
+    """
+    from sweeps.cli import UsageError
     from models.data import load_dataset
     from sweeps.driver import data_config
 
@@ -72,35 +92,46 @@ def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None 
         load_dataset(dc.dataset, **dc.load_kwargs())
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
-    return spec
 
 
 def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_address: str | None,
-            quiet: bool = False) -> tuple[list[Any], Any]:
-    """Run a validated spec to the end; returns (trial summaries, tracker)."""
+            quiet: bool = False, report: bool = False) -> tuple[list[Any], Any]:
+    """Run a validated spec to the end; returns (trial summaries, tracker). With ``report``,
+    ``tracker.report`` is ready to draw the end-of-run report (the caller's to draw or cancel).
+
+    A spec from :func:`load_run_spec` whose dataset is a file must have passed :func:`check_data`
+    first; a built-in dataset is loaded here, beside Ray's start.
+    """
     from rich.live import Live
 
+    from sweeps.cli import UsageError
     from sweeps.console import progress_line, stderr_console
+
+    # Ray's start-up mostly waits on its own processes: beside it, torch's import and the data
+    # (a built-in set cannot fail to load: the spec checked it whole), then MLflow's set-up
+    # (import, schema check). Ray stays in this thread (its processes die with the thread that
+    # made them); the data come before the store, so a data error leaves no trace there.
+    with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
+        loading = pool.submit(_import_and_load, spec)
+        opening = pool.submit(_open_after, loading, tracking_uri, spec.name, report)
+        try:
+            backend = start_backend(ray_address, spec.concurrency, imported=loading.result)
+        except BaseException:
+            if opening.exception() is None:
+                _discard(opening.result())
+            elif isinstance(opening.exception(), UsageError):
+                raise cast(BaseException, opening.exception()) from None  # the user's to fix first
+            raise
+        try:
+            tracker = opening.result()
+        except BaseException:  # bad data, an unusable store: stop what was started, then say why
+            backend.close()
+            _stop_local_ray()
+            raise
     from sweeps.driver import SweepDriver
     from tracking.sweep import default_storage
 
     storage = storage or default_storage(tracking_uri)
-    # MLflow's set-up (import, schema check) runs beside Ray's start-up, which mostly waits on
-    # its own processes; Ray stays in this thread (its processes die with the thread that made them).
-    with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
-        opening = pool.submit(open_tracker, tracking_uri, spec.name)
-        try:
-            backend = start_backend(ray_address, spec.concurrency)
-        except BaseException:
-            if opening.exception() is None:
-                opening.result().close()
-            raise
-        try:
-            tracker = opening.result()
-        except BaseException:  # an unusable store: stop what was started, then say why
-            backend.close()
-            _stop_local_ray()
-            raise
     console = stderr_console()
     live = Live("starting…", console=console, refresh_per_second=4, transient=False) if not quiet else None
     update = (lambda stats: live.update(progress_line(stats))) if live else None
@@ -112,6 +143,10 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
                 live.update(progress_line(driver.stats))
         else:
             summaries = driver.run()
+    except BaseException:
+        if tracker.report is not None:
+            tracker.report.cancel()
+        raise
     finally:
         backend.close()
         errors = tracker.close()
@@ -120,22 +155,50 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     return summaries, tracker
 
 
-def start_backend(ray_address: str | None, concurrency: int) -> Any:
-    """Where trials run: a local Ray (default), an existing cluster, or this process (``none``)."""
+def start_backend(ray_address: str | None, concurrency: int,
+                  imported: Callable[[], object] = lambda: None) -> Any:
+    """Where trials run: a local Ray (default), an existing cluster, or this process (``none``).
+
+    ``imported()`` returns once another thread has imported the trial code (torch): it is called
+    after Ray's start, before this thread imports that code itself (two threads importing one
+    package at once can see it half made)."""
     if ray_address == "none":
+        imported()
         from workers.backend import InProcessBackend
 
         return InProcessBackend(concurrency)
-    from workers.ray_backend import RayBackend, connect
+    from workers.ray_connect import connect
 
     connect(ray_address, num_cpus=max(os.cpu_count() or 1, concurrency))
+    imported()
+    from workers.ray_backend import RayBackend
+
     backend = RayBackend(concurrency)
     backend.wait_ready()  # beside MLflow's set-up, not inside the sweep's first trials
     return backend
 
 
-def open_tracker(tracking_uri: str | None, name: str) -> Any:
-    """The sweep's MLflow writer; an unreachable store is a one-line error, not a traceback."""
+def _import_and_load(spec: Any) -> None:
+    import sweeps.driver  # noqa: F401  (torch, Optuna, the trial code)
+
+    if not spec.data.is_file:
+        check_data(spec)
+
+
+def _open_after(loading: Future[None], tracking_uri: str | None, name: str, report: bool) -> Any:
+    loading.result()  # done (one thread runs both): bad data opens no store
+    return open_tracker(tracking_uri, name, report)
+
+
+def _discard(tracker: Any) -> None:
+    tracker.close()
+    if tracker.report is not None:
+        tracker.report.cancel()
+
+
+def open_tracker(tracking_uri: str | None, name: str, report: bool = False) -> Any:
+    """The sweep's MLflow writer (and, with ``report``, the report's process); an unreachable
+    store is a one-line error, not a traceback."""
     from sweeps.cli import UsageError
     from tracking.client import enable_fast_sqlite
     from tracking.sweep import SweepTracker
@@ -148,7 +211,7 @@ def open_tracker(tracking_uri: str | None, name: str) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
     try:
-        return SweepTracker(tracking_uri, name)
+        return SweepTracker(tracking_uri, name, report=report)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"--tracking-uri: cannot use the MLflow store {tracking_uri or 'sqlite:///mlflow.db'}: "
@@ -161,18 +224,14 @@ def _run(args: argparse.Namespace) -> int:
     from sweeps.console import top_table
     from sweeps.stores import check_storage_option
 
-    from tracking.report_process import ReportProcess
-
-    spec = prepare(args.spec, args.run_cap, args.concurrency)
+    spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
+    if spec.data.is_file:  # a file can fail to load: it is read before anything starts
+        check_data(spec)
     if args.storage:
         check_storage_option(args.storage)
-    report = ReportProcess()  # imports its plotting stack while the sweep runs
-    try:
-        summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
-                                     ray_address=args.ray_address, quiet=args.quiet)
-    except BaseException:
-        report.cancel()
-        raise
+    summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
+                                 ray_address=args.ray_address, quiet=args.quiet, report=True)
+    report = tracker.report
     report.draw(tracker.tracking_uri, spec.name, args.storage)  # never fails the run: plots are a bonus
     out = Console(width=max(Console().width, 110))
     out.print(top_table(summaries, spec.metric.name, title=f"sweep {spec.name}: top trials by {spec.metric.name}"))

@@ -1,79 +1,140 @@
-"""The end-of-run report, drawn by a child process that is started with the sweep.
+"""The end-of-run report, drawn by a child that the MLflow writer process forks at its start.
 
-Importing matplotlib, scikit-learn (Optuna's fANOVA) and the report code takes seconds of CPU;
-drawing takes a few more. ``mlpsweep run`` starts this process (at low priority) when the sweep
-starts, so the imports happen while the sweep runs, and tells it to draw once every trial is
-written, while the driver shuts Ray down. ``python -m tracking.report_process`` is the child:
-it reads one JSON line ``{"tracking_uri", "sweep", "storage"}`` from stdin and exits on EOF.
+The report needs MLflow's store, torch (the fit picture), matplotlib and scikit-learn (Optuna's
+fANOVA): seconds of imports. The writer process has imported the first two when it forks this
+child (in milliseconds, sharing them), so the child imports only the plotting stack, at low
+priority, while Ray starts; it then waits for :meth:`ReportChild.draw`, sent once every trial
+is written, and draws while the driver shuts Ray down. Where fork is unavailable
+(:data:`tracking.forked.FORK`), the report is drawn in the driver by :meth:`ReportChild.wait`.
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 import signal
-import subprocess
-import sys
-from typing import IO, cast
+from typing import Any
 
-__all__ = ["ReportProcess"]
+from tracking.forked import FORK
+
+__all__ = ["ReportChild", "fork_report_child", "NICENESS"]
+
+log = logging.getLogger(__name__)
 
 NICENESS = 10  # the imports run on CPU the sweep leaves idle
+ENDED = "report: the report process ended without logging the report"
 
 
-class ReportProcess:
-    """A child process waiting to draw and log one sweep's report (see module docs)."""
+class ReportChild:
+    """The driver's handle on the report child: ``draw`` once, then ``wait`` (or ``cancel``).
 
-    def __init__(self) -> None:
-        self._proc = subprocess.Popen([sys.executable, "-m", "tracking.report_process"], stdin=subprocess.PIPE,
-                                      text=True)
+    ``conn`` is the driver's end of a pipe whose other end the writer process forks the child
+    with; None: no child (no fork on this platform): ``wait`` draws here.
+    """
+
+    def __init__(self, conn: Any | None) -> None:
+        self._conn = conn
+        self._request: tuple[str | None, str, str | None] | None = None
+        self._pid: int | None = None
+
+    def pid(self, timeout: float = 30) -> int | None:
+        """The child's process id (its first message), None if there is none."""
+        if self._pid is None and self._conn is not None:
+            try:
+                if self._conn.poll(timeout):
+                    self._pid = self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        return self._pid
 
     def draw(self, tracking_uri: str | None, sweep: str, storage: str | None) -> None:
         """Start drawing (returns at once): every trial must be written to the store by now."""
-        stdin = cast(IO[str], self._proc.stdin)
-        try:
-            stdin.write(json.dumps({"tracking_uri": tracking_uri, "sweep": sweep, "storage": storage}) + "\n")
-            stdin.close()
-        except BrokenPipeError:  # the child died early; the run goes on without pictures
-            pass
+        self._request = (tracking_uri, sweep, storage)
+        if self._conn is not None:
+            try:
+                self._conn.send(self._request)
+            except OSError:  # the child died early; the run goes on without pictures
+                log.warning(ENDED)
+                self.cancel()
+                return
+            self.pid()  # sent first thing after the fork: here long since
 
-    def wait(self, timeout: float = 600) -> int | None:
-        """Wait for the report to be logged; returns the child's exit code (None: gave up)."""
+    def wait(self, timeout: float = 600) -> bool:
+        """Wait (at most ``timeout`` s) for the report to be logged; True once it was tried."""
+        if self._request is None:  # nothing asked
+            self.cancel()
+            return False
+        if self._conn is None:
+            from tracking.report import log_report_artifacts
+
+            log_report_artifacts(*self._request)
+            self._request = None
+            return True
         try:
-            return self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            return None
+            done = self._conn.poll(timeout) and self._conn.recv() == "done"
+        except (EOFError, OSError):  # it died: the run goes on without pictures
+            done = False
+        if not done:
+            log.warning(ENDED)
+        else:
+            self._request = None
+        self.cancel()
+        return done
 
     def cancel(self) -> None:
-        """No report after all (interrupted, failed): end the child."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        """No report after all (interrupted, failed): the child ends (it leaves when its pipe
+        closes while it waits for a request; a drawing one is killed)."""
+        if self._conn is not None:
+            if self._request is not None and not self._conn.poll(0):  # asked, still at work
+                _kill(self._pid)
+            self._conn.close()
+            self._conn = None
+        self._request = None
 
 
-def _child() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle; it ends us
+def _kill(pid: int | None) -> None:
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # already gone
+            pass
+
+
+def fork_report_child(conn: Any, client: Any) -> None:
+    """In the writer process, with MLflow and torch imported: fork the report child, which
+    serves one draw request from ``conn`` and exits (at once when the pipe closes unused).
+    ``client`` is the writer's MLflow client, whose pooled connections the child must not share."""
+    if not FORK:
+        return
+    if os.fork() != 0:
+        conn.close()  # the child's alone: the pipe closes when the driver or the child is done
+        return
+    code = 1
+    try:
+        conn.send(os.getpid())
+        code = _serve_one(conn, client)
+    except BaseException:
+        log.exception("report: drawing failed")
+    finally:
+        os._exit(code)
+
+
+def _serve_one(conn: Any, client: Any) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the driver's to handle; it ends us
     try:
         os.setpriority(os.PRIO_PROCESS, 0, NICENESS)
     except OSError:
         pass
-    import optuna.importance  # noqa: F401  (fANOVA pulls in scikit-learn: the slowest import)
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (a SQLite or PostgreSQL store's client: 2.3 s here)
+    from tracking.forked import forget_connections
 
-    from tracking.client import enable_fast_sqlite
+    forget_connections(client)
+    import optuna.importance  # noqa: F401  (fANOVA pulls in scikit-learn: the slowest import)
+
     from tracking.report import log_report_artifacts
 
-    line = sys.stdin.readline()
-    if not line.strip():  # the parent closed stdin without asking: nothing to draw
+    try:
+        request = conn.recv()
+    except EOFError:  # the driver closed the pipe without asking: nothing to draw
         return 0
-    request = json.loads(line)
-    enable_fast_sqlite()
-    log_report_artifacts(request["tracking_uri"], request["sweep"], request["storage"])
+    log_report_artifacts(*request)
+    conn.send("done")
     return 0
-
-
-if __name__ == "__main__":
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(_child())

@@ -73,9 +73,12 @@ class SweepTracker:
         sweep: the sweep name = experiment name = parent run name.
         retry_seconds: how long a write is retried through a store outage
             (default ``$MLPSWEEP_TRACKING_RETRY_S`` or 180).
+        report: start the end-of-run report's process with the writer (``self.report``, a
+            :class:`tracking.report_process.ReportChild`; else None).
     """
 
-    def __init__(self, tracking_uri: str | None, sweep: str, *, retry_seconds: float | None = None) -> None:
+    def __init__(self, tracking_uri: str | None, sweep: str, *, retry_seconds: float | None = None,
+                 report: bool = False) -> None:
         self.retry_seconds = float(os.environ.get("MLPSWEEP_TRACKING_RETRY_S", 180)) if retry_seconds is None \
             else retry_seconds
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
@@ -85,7 +88,8 @@ class SweepTracker:
         self.parent_run_id: str | None = None
         self.study_uid = ""
         self._verdicts: dict[str, str] | None = None  # architecture -> verdict stored before this sweep
-        self._writer = WriterProcess(self.tracking_uri, sweep, self.experiment_id, self.retry_seconds)
+        self._writer = WriterProcess(self.tracking_uri, sweep, self.experiment_id, self.retry_seconds, report)
+        self.report = self._writer.report
 
     def flush(self) -> None:
         """Wait until every write asked for so far is done."""

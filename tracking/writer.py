@@ -28,6 +28,7 @@ from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from tracking.bulk import sql_store, write_run
+from tracking.forked import FORK
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
 from workers.records import TrialConfig, TrialResult
@@ -221,9 +222,10 @@ def _warm_up(writer: RunWriter) -> None:
 
 
 def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
-           parent_pid: int) -> None:
+           parent_pid: int, report_conn: Any | None = None) -> None:
     """The writer's loop: requests in order; the parent run's progress points gathered into one
-    write at most every :data:`PROGRESS_SECONDS` (and before a flush or the end)."""
+    write at most every :data:`PROGRESS_SECONDS` (and before a flush or the end). Given
+    ``report_conn``, it first forks the report child (:mod:`tracking.report_process`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the driver's; it closes us in order
@@ -236,6 +238,10 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
 
     writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
     _warm_up(writer)
+    if report_conn is not None:
+        from tracking.report_process import fork_report_child
+
+        fork_report_child(report_conn, writer.client)  # before any thread starts here
     while True:
         try:
             batch = [inbox.get(timeout=0.5)]
@@ -304,14 +310,21 @@ class WriterProcess:
     """The driver's end of the writer process: requests go out in order, replies come back to
     ``on_done`` callbacks on a reader thread."""
 
-    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float) -> None:
+    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
+                 report: bool = False) -> None:
+        from tracking.report_process import ReportChild
+
         context = multiprocessing.get_context("spawn")
         self._inbox = context.Queue()
         self._outbox = context.Queue()
+        mine, theirs = context.Pipe() if report and FORK else (None, None)
         self._proc = context.Process(
             target=_serve, name="mlpsweep-tracking", daemon=True,
-            args=(self._inbox, self._outbox, tracking_uri, sweep, experiment_id, retry_seconds, os.getpid()))
+            args=(self._inbox, self._outbox, tracking_uri, sweep, experiment_id, retry_seconds, os.getpid(), theirs))
         self._proc.start()
+        if theirs is not None:
+            theirs.close()
+        self.report = ReportChild(mine) if report else None  # the report child's handle (see _serve)
         self._lock = threading.Lock()
         self._waiting: dict[int, Done] = {}
         self._next = 0
@@ -344,7 +357,11 @@ class WriterProcess:
         if not self._closed.is_set():
             self._inbox.put(pickle.dumps(("close",)))
             self._closed.wait()
-        self._proc.join(timeout=30)
+        # Not join(timeout): that waits for the process's sentinel pipe, which the report child
+        # forked from it holds open (an inherited copy) until the report is drawn.
+        deadline = time.monotonic() + 30
+        while self._proc.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
         return list(self._errors or [])
 
     def _answer(self, token: int, error: str | None) -> None:

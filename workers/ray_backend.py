@@ -15,30 +15,12 @@ from typing import Any
 import ray
 
 from workers.backend import Event, Finished, JobLost, JobUpdate, WorkerState
+from workers.ray_connect import connect
 from workers.records import TrialConfig
 
 __all__ = ["RayBackend", "connect", "TrialWorker"]
 
 log = logging.getLogger(__name__)
-
-
-def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
-    """Attach to Ray: a new local instance (``address=None``), ``"auto"``, or ``ray://host:port``.
-
-    A local instance starts no dashboard (and would bind one to 127.0.0.1) and picks free ports
-    (Redis holds 6379 on many machines). Ray 2.60 resolves a loopback node IP to the machine's
-    address, so its own gRPC servers are protected by its token authentication, not by binding.
-    """
-    if ray.is_initialized():
-        return {"address": ray.get_runtime_context().gcs_address}
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address in (None, "local"):
-        # No dashboard (MLflow is the dashboard); if one is turned on, it binds to loopback.
-        kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1")
-    else:
-        kwargs["address"] = address
-    info = ray.init(**kwargs)
-    return {"address": getattr(info, "address_info", {}).get("gcs_address")}
 
 
 @ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)

@@ -43,7 +43,7 @@ def test_a_child_that_hangs_is_killed_after_the_timeout():
     job = Forked(time.sleep, 60)
     with pytest.raises(RuntimeError, match="no answer in 0.5 s"):
         job.get(timeout=0.5)
-    assert not job._proc.is_alive()
+    assert not job.alive() and job.exitcode == -9
 
 
 def test_without_fork_the_function_runs_here_when_asked(monkeypatch):
@@ -57,4 +57,4 @@ def test_cancel_ends_the_child():
 
     job = Forked(time.sleep, 60)
     job.cancel()
-    assert not job._proc.is_alive()
+    assert not job.alive() and job.exitcode == -9

@@ -1,0 +1,42 @@
+"""Attaching to Ray — a new local instance or a running cluster — importing Ray only.
+
+Kept apart from :mod:`workers.ray_backend` (which imports torch with the trial code) so that
+``mlpsweep run`` can start Ray while another thread imports torch and loads the data.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+
+__all__ = ["connect", "LOCAL_SYSTEM_CONFIG"]
+
+# The raylet connects to its own object store as soon as it has started it; when the store is not
+# listening yet (a busy machine), the default wait before the next attempt, 1 s, delays every
+# later start-up step by a second. Same patience (100 × 0.1 s = 10 × 1 s), finer steps.
+LOCAL_SYSTEM_CONFIG: dict[str, Any] = {
+    "raylet_client_connect_timeout_milliseconds": 100,
+    "raylet_client_num_connect_attempts": 100,
+}
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
+    """Attach to Ray: a new local instance (``address=None``), ``"auto"``, or ``ray://host:port``.
+
+    A local instance starts no dashboard (and would bind one to 127.0.0.1) and picks free ports
+    (Redis holds 6379 on many machines). Ray 2.60 resolves a loopback node IP to the machine's
+    address, so its own gRPC servers are protected by its token authentication, not by binding.
+    """
+    if ray.is_initialized():
+        return {"address": ray.get_runtime_context().gcs_address}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address in (None, "local"):
+        # No dashboard (MLflow is the dashboard); if one is turned on, it binds to loopback.
+        kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
+                      _system_config=LOCAL_SYSTEM_CONFIG)
+    else:
+        kwargs["address"] = address
+    info = ray.init(**kwargs)
+    return {"address": getattr(info, "address_info", {}).get("gcs_address")}
