@@ -254,4 +254,6 @@ def _stop_local_ray() -> None:
     """Shut this process's Ray down (or leave a cluster) now, not at interpreter exit: it takes seconds."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        ray.shutdown()
+        from workers.ray_connect import disconnect
+
+        disconnect()

@@ -22,3 +22,46 @@ def test_local_ray_starts_no_dashboard_and_uses_loopback():
         assert not http, f"a Ray dashboard port is open: {http}"
     finally:
         ray.shutdown()
+
+
+
+def _ended(pid: int, within: float) -> bool:
+    """The process is gone or a zombie within ``within`` seconds."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat[stat.rindex(")") + 2] == "Z":
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_local_ray_stops_without_waiting_on_its_autoscaler_monitor(monkeypatch):
+    """Ray's shutdown gives its autoscaler monitor a second to obey SIGTERM, which it never does
+    (its handler reports to the GCS stopped just before): disconnect kills it before that."""
+    import ray
+
+    from workers.ray_connect import autoscaler_monitors, connect, disconnect
+
+    connect(None, num_cpus=1)
+    monitors = autoscaler_monitors()
+    ended_before_shutdown = []
+    real_shutdown = ray.shutdown
+
+    def shutdown(*args, **kwargs):
+        ended_before_shutdown.extend(_ended(pid, within=0.5) for pid in monitors)
+        return real_shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    try:
+        assert len(monitors) == 1  # found: else the kill silently stops working
+    finally:
+        disconnect()
+    assert not ray.is_initialized() and autoscaler_monitors() == []
+    assert ended_before_shutdown == [True]
