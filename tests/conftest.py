@@ -60,6 +60,24 @@ def spec_factory(tmp_path):
     return lambda **kw: write_spec(tmp_path, **kw)
 
 
+def process_ended(pid: int, within: float = 20.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie, ended but not yet reaped) within ``within`` s."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
 def free_port() -> int:
     import socket
 

@@ -813,7 +813,6 @@ def build_report(tracking_uri: str | None, sweep: str, storage: str | None = Non
     return Report(record, sorted(pictures, key=lambda p: order.index(p.name)), client)
 
 
-
 def write_report(tracking_uri: str | None, sweep: str, storage: str | None, out_dir: str | Path) -> Path:
     """Write the sweep's PNGs and self-contained ``report.html`` into ``out_dir``.
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import process_ended
+
 pytestmark = pytest.mark.integration
 
 
@@ -25,23 +27,6 @@ def test_local_ray_starts_no_dashboard_and_uses_loopback():
 
 
 
-def _ended(pid: int, within: float) -> bool:
-    """The process is gone or a zombie within ``within`` seconds."""
-    import time
-    from pathlib import Path
-
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        if stat[stat.rindex(")") + 2] == "Z":
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_local_ray_stops_without_waiting_on_its_autoscaler_monitor(monkeypatch):
     """Ray's shutdown gives its autoscaler monitor a second to obey SIGTERM, which it never does
     (its handler reports to the GCS stopped just before): disconnect kills it before that."""
@@ -55,7 +40,7 @@ def test_a_local_ray_stops_without_waiting_on_its_autoscaler_monitor(monkeypatch
     real_shutdown = ray.shutdown
 
     def shutdown(*args, **kwargs):
-        ended_before_shutdown.extend(_ended(pid, within=0.5) for pid in monitors)
+        ended_before_shutdown.extend(process_ended(pid, within=0.5) for pid in monitors)
         return real_shutdown(*args, **kwargs)
 
     monkeypatch.setattr(ray, "shutdown", shutdown)

@@ -9,22 +9,10 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from conftest import run_cli, write_spec
+from conftest import process_ended, run_cli, write_spec
 from tracking import writer as writer_module
 from tracking.report import PICTURES, REPORT_DIR
 from tracking.sweep import SweepTracker
-
-
-def _gone(pid: int, within: float = 20.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -42,9 +30,9 @@ def test_the_writer_forks_the_report_child_and_closing_it_does_not_wait_for_the_
     start = time.monotonic()
     assert tracker.close() == []
     assert time.monotonic() - start < 10  # the child holds the writer's sentinel: join() would wait 30 s
-    assert not _gone(pid, within=0.5)  # still there, waiting to draw
+    assert not process_ended(pid, within=0.5)  # still there, waiting to draw
     tracker.report.cancel()
-    assert _gone(pid)
+    assert process_ended(pid)
 
 
 def test_a_report_child_that_died_costs_the_pictures_not_a_hang(tracker, caplog):
@@ -63,7 +51,7 @@ def test_a_report_never_asked_for_is_not_waited_for(tracker):
     tracker.close()
     start = time.monotonic()
     assert tracker.report.wait(timeout=60) is False
-    assert time.monotonic() - start < 10 and _gone(pid)
+    assert time.monotonic() - start < 10 and process_ended(pid)
 
 
 def test_without_fork_the_report_is_drawn_in_this_process_when_waited_for(tmp_path, monkeypatch):
