@@ -112,15 +112,17 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     # (import, schema check). Ray stays in this thread (its processes die with the thread that
     # made them); the data come before the store, so a data error leaves no trace there.
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
-        loading = pool.submit(_import_and_load, spec)
+        loading = pool.submit(_import_and_load, spec, ray_address)
         opening = pool.submit(_open_after, loading, tracking_uri, spec.name, report)
         try:
-            backend = start_backend(ray_address, spec.concurrency, imported=loading.result)
+            backend = start_backend(ray_address, spec.concurrency, imported=loading.result, device=spec.device)
         except BaseException:
             if opening.exception() is None:
                 _discard(opening.result())
             elif isinstance(opening.exception(), UsageError):
+                _stop_local_ray()
                 raise cast(BaseException, opening.exception()) from None  # the user's to fix first
+            _stop_local_ray()
             raise
         try:
             tracker = opening.result()
@@ -156,33 +158,61 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
 
 
 def start_backend(ray_address: str | None, concurrency: int,
-                  imported: Callable[[], object] = lambda: None) -> Any:
+                  imported: Callable[[], object] = lambda: None, device: str = "cpu") -> Any:
     """Where trials run: a local Ray (default), an existing cluster, or this process (``none``).
 
     ``imported()`` returns once another thread has imported the trial code (torch): it is called
     after Ray's start, before this thread imports that code itself (two threads importing one
-    package at once can see it half made)."""
+    package at once can see it half made). With ``device: cuda`` the workers ask Ray for a share
+    of a GPU each, so that they run on nodes with one.
+
+    Raises:
+        UsageError: ``device: cuda`` and the Ray cluster has no GPU.
+    """
     if ray_address == "none":
         imported()
         from workers.backend import InProcessBackend
 
         return InProcessBackend(concurrency)
-    from workers.ray_connect import connect
+    from workers.ray_connect import cluster_gpus, connect
 
     connect(ray_address, num_cpus=max(os.cpu_count() or 1, concurrency))
+    gpus = cluster_gpus() if device == "cuda" else 0.0
+    if device == "cuda" and gpus < 1:
+        from sweeps.cli import UsageError
+
+        raise UsageError(f"device: cuda, but the Ray cluster at {ray_address} has no GPU; "
+                         "set device: cpu, or auto (a GPU where a worker has one), or add GPU nodes")
     imported()
     from workers.ray_backend import RayBackend
 
-    backend = RayBackend(concurrency)
+    backend = RayBackend(concurrency, gpus=gpus)
     backend.wait_ready()  # beside MLflow's set-up, not inside the sweep's first trials
     return backend
 
 
-def _import_and_load(spec: Any) -> None:
+def _import_and_load(spec: Any, ray_address: str | None) -> None:
     import sweeps.driver  # noqa: F401  (torch, Optuna, the trial code)
 
+    if spec.device == "cuda" and ray_address in (None, "local", "none"):
+        check_local_gpu()
     if not spec.data.is_file:
         check_data(spec)
+
+
+def check_local_gpu() -> None:
+    """``device: cuda`` on this machine (a local Ray or ``--ray-address none``) needs a GPU here.
+
+    Raises:
+        UsageError: torch sees no CUDA device.
+    """
+    import torch
+
+    from sweeps.cli import UsageError
+
+    if not torch.cuda.is_available():
+        raise UsageError(f"device: cuda, but this machine has no CUDA GPU (torch {torch.__version__} sees none); "
+                         "set device: cpu, or auto (a GPU where there is one), or run on a cluster with --ray-address")
 
 
 def _open_after(loading: Future[None], tracking_uri: str | None, name: str, report: bool) -> Any:

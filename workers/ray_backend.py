@@ -8,6 +8,7 @@ so that it starts the next as soon as it finishes, not a round trip through the 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import deque
 from typing import Any
@@ -18,7 +19,7 @@ from workers.backend import Event, Finished, JobLost, JobUpdate, WorkerState
 from workers.ray_connect import connect
 from workers.records import TrialConfig
 
-__all__ = ["RayBackend", "connect", "TrialWorker"]
+__all__ = ["RayBackend", "connect", "TrialWorker", "gpu_share"]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,29 @@ class TrialWorker:
         return os.getpid()
 
 
+def gpu_share(gpus: float, slots: int) -> float:
+    """The GPU fraction each of ``slots`` workers asks Ray for so that all of them fit on ``gpus``
+    whole GPUs (Ray places a fraction on one GPU): each GPU takes ``ceil(slots / gpus)`` workers.
+    Rounded down to Ray's resource precision (1e-4), so that the shares of one GPU sum to <= 1."""
+    if gpus < 1 or slots < 1:
+        raise ValueError(f"gpu_share: need gpus >= 1 and slots >= 1, got {gpus} and {slots}")
+    per_gpu = math.ceil(slots / math.floor(gpus))
+    return math.floor(10_000 / per_gpu) / 10_000
+
+
 class RayBackend:
     """Runs jobs on ``slots`` TrialWorker actors spread by Ray over the cluster, at most ``depth``
-    on each at a time (a job goes to the worker holding the fewest)."""
+    on each at a time (a job goes to the worker holding the fewest). With ``gpus`` (``device:
+    cuda``), each worker also asks for ``gpu_share(gpus, slots)`` of a GPU, so that Ray places
+    the workers on nodes that have one."""
 
-    def __init__(self, slots: int, depth: int = 2) -> None:
+    def __init__(self, slots: int, depth: int = 2, gpus: float = 0.0) -> None:
         self.slots = slots
         self.depth = depth
-        self.workers = [TrialWorker.options(scheduling_strategy="SPREAD").remote() for _ in range(slots)]
+        options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}
+        if gpus:
+            options["num_gpus"] = gpu_share(gpus, slots)
+        self.workers = [TrialWorker.options(**options).remote() for _ in range(slots)]
         self.load = [0] * slots  # jobs each worker holds
         self.owner: dict[int, int] = {}  # job -> worker index
         self.open: dict[int, set[int]] = {}  # job -> trial numbers not finished yet

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-__all__ = ["connect", "disconnect", "autoscaler_monitors", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["connect", "disconnect", "autoscaler_monitors", "cluster_gpus", "LOCAL_SYSTEM_CONFIG"]
 
 # The raylet connects to its own object store as soon as it has started it; when the store is not
 # listening yet (a busy machine), the default wait before the next attempt, 1 s, delays every
@@ -42,6 +42,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         kwargs["address"] = address
     info = ray.init(**kwargs)
     return {"address": getattr(info, "address_info", {}).get("gcs_address")}
+
+
+def cluster_gpus() -> float:
+    """GPUs the Ray this process is attached to has, over all its nodes (a local Ray: this
+    machine's, as Ray detected them)."""
+    return float(ray.cluster_resources().get("GPU", 0.0))
 
 
 def disconnect() -> None:

@@ -247,3 +247,19 @@ def test_unusable_tracking_store_is_one_line_exit_2_and_creates_nothing(tmp_path
     assert len(lines) == 1 and "--tracking-uri" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "optuna.journal").exists()
+
+
+@pytest.mark.parametrize("ray_address", ["none", None])
+def test_device_cuda_without_a_gpu_is_one_line_exit_2_and_starts_nothing(tmp_path, monkeypatch, ray_address):
+    """Without the check, every trial failed on its worker and the run exited 0."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU here, whatever this machine has
+    spec = write_spec(tmp_path, name="nogpu")
+    spec.write_text(spec.read_text() + "device: cuda\n")
+    before = set(os.listdir(tmp_path))
+    extra = ["--ray-address", ray_address] if ray_address else []
+    proc = run_cli("run", str(spec), "--quiet", *extra, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mlpsweep run: error:")]
+    assert len(lines) == 1 and "device: cuda" in lines[0] and "device: cpu" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert set(os.listdir(tmp_path)) == before  # no study, no MLflow store
