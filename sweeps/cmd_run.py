@@ -117,12 +117,11 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
         try:
             backend = start_backend(ray_address, spec.concurrency, imported=loading.result, device=spec.device)
         except BaseException:
+            _stop_local_ray()
             if opening.exception() is None:
                 _discard(opening.result())
             elif isinstance(opening.exception(), UsageError):
-                _stop_local_ray()
                 raise cast(BaseException, opening.exception()) from None  # the user's to fix first
-            _stop_local_ray()
             raise
         try:
             tracker = opening.result()
@@ -181,7 +180,8 @@ def start_backend(ray_address: str | None, concurrency: int,
     if device == "cuda" and gpus < 1:
         from sweeps.cli import UsageError
 
-        raise UsageError(f"device: cuda, but the Ray cluster at {ray_address} has no GPU; "
+        where = "this machine's Ray" if ray_address in (None, "local") else f"the Ray cluster at {ray_address}"
+        raise UsageError(f"device: cuda, but {where} has no GPU; "
                          "set device: cpu, or auto (a GPU where a worker has one), or add GPU nodes")
     imported()
     from workers.ray_backend import RayBackend

@@ -1,6 +1,9 @@
 """The Ray backend on a real local Ray: each worker holds at most ``depth`` jobs, a job goes to
-the worker holding the fewest, and a job beyond every worker's depth waits in the backend."""
+the worker holding the fewest, and a job beyond every worker's depth waits in the backend; under
+``device: cuda`` each worker holds a share of a GPU."""
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 
@@ -39,33 +42,36 @@ def test_jobs_are_spread_then_queued_and_all_finish(tmp_path):
         ray.shutdown()
 
 
-def test_cuda_workers_ask_ray_for_a_share_of_a_gpu_each():
-    """Three workers on two (logical) GPUs: half a GPU each, so that Ray places them where GPUs are."""
+
+@contextlib.contextmanager
+def _local_ray(cpus: int, gpus: int):
+    """A local Ray declaring ``gpus`` GPUs (logical: none need exist), shut down at the end."""
     import ray
 
+    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def test_cuda_workers_ask_ray_for_a_share_of_a_gpu_each():
+    """Three workers on two GPUs: half a GPU each, so that Ray places them where GPUs are."""
     from sweeps.cmd_run import start_backend
 
-    ray.init(num_cpus=3, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with _local_ray(3, 2) as ray:
         backend = start_backend("the-test-cluster", 3, device="cuda")
         assert backend.wait_ready(timeout=60) == 3
         assert ray.available_resources().get("GPU", 0.0) == pytest.approx(0.5)
         assert ray.available_resources().get("CPU", 0.0) == 0.0
         backend.close()
-    finally:
-        ray.shutdown()
 
 
 def test_device_cuda_on_a_cluster_without_gpus_is_a_usage_error():
-    import ray
-
     from sweeps.cli import UsageError
     from sweeps.cmd_run import start_backend
 
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
+    with _local_ray(2, 0) as ray:
         with pytest.raises(UsageError, match=r"^device: cuda, but the Ray cluster at the-test-cluster has no GPU; set device: cpu"):
             start_backend("the-test-cluster", 2, device="cuda")
         assert ray.available_resources().get("CPU", 0.0) == 2.0  # no worker was started
-    finally:
-        ray.shutdown()
