@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-from mlflow.entities import LifecycleStage
-from mlflow.exceptions import MlflowException
+if TYPE_CHECKING:  # MLflow is imported where it is used: the sweep driver never imports it
+    from mlflow import MlflowClient
 
 __all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "make_client", "ensure_experiment", "log_folder"]
 
@@ -34,6 +34,8 @@ def make_client(tracking_uri: str | None = None) -> MlflowClient:
     Returns:
         A client bound to that store (and its default artifact location).
     """
+    from mlflow import MlflowClient
+
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         _create_sqlite_store(Path(uri[len("sqlite:///"):]).expanduser())
@@ -94,6 +96,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     Raises:
         MlflowException: the store refused for another reason than the race.
     """
+    from mlflow.entities import LifecycleStage
+    from mlflow.exceptions import MlflowException
+
     for _ in range(3):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
@@ -110,6 +115,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 
 def _restore(client: MlflowClient, experiment_id: str, name: str) -> None:
+    from mlflow.entities import LifecycleStage
+    from mlflow.exceptions import MlflowException
+
     try:
         client.restore_experiment(experiment_id)
         log.info("restored deleted experiment %r (id %s)", name, experiment_id)

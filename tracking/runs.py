@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Sequence
-
-from mlflow.entities import Metric
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from workers.records import TrialResult
+
+if TYPE_CHECKING:  # MLflow is the writer process's: the sweep driver never imports it
+    from mlflow.entities import Metric
 
 __all__ = ["TAG", "CURVE_POINTS", "CURVES_FILE", "curve_steps", "trial_metrics", "metric", "chunks", "finite_or_none"]
 
@@ -32,6 +33,8 @@ CURVES_FILE = "curves.json"
 
 
 def metric(key: str, value: float | None, step: int = 0, ts: int | None = None) -> Metric | None:
+    from mlflow.entities import Metric
+
     if value is None or not math.isfinite(value):
         return None  # MLflow holds finite values only; a missing value is absent, not NaN
     return Metric(key, float(value), ts or int(time.time() * 1000), step)

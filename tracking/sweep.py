@@ -1,26 +1,25 @@
 """What a sweep writes to MLflow: one experiment, a parent run, a child run per trial.
 
-:class:`SweepTracker` is the driver's handle. Reads (the parent lookup, verdicts, a trial's run)
-are synchronous; writes go to a writer process (:mod:`tracking.writer`), so the sweep driver
-never waits on MLflow for a value. Trial runs carry a deterministic run key
+:class:`SweepTracker` is the driver's handle. MLflow itself runs in a writer process
+(:mod:`tracking.writer`): writes are queued, so the sweep driver never waits on MLflow for a
+value, and the few reads (the parent lookup, verdicts, a resumed trial's run) are calls answered
+from there — the driver never imports MLflow. Trial runs carry a deterministic run key
 (``mlpsweep.run_key``): a trial logged again (a retried write, a resumed driver) keeps its
 finished run, and a half-written one is replaced — never two runs, never a metric logged twice.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mlflow import MlflowClient
-from mlflow.entities import Param
-from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME
-
-from tracking.client import ensure_experiment, make_client, resolve_tracking_uri
-from tracking.runs import CURVE_POINTS, CURVES_FILE, TAG, curve_steps, metric
-from tracking.writer import WriterProcess, find_trial_run, run_key
+from tracking.client import resolve_tracking_uri
+from tracking.runs import CURVE_POINTS, CURVES_FILE, TAG, curve_steps
+from tracking.writer import TrackingError, WriterProcess, run_key
 from workers.records import TrialConfig, TrialResult
 
 __all__ = ["SweepTracker", "SweepRunInfo", "default_storage", "artifact_root_for", "TAG", "CURVE_POINTS",
@@ -65,8 +64,10 @@ class SweepRunInfo:
 
 
 class SweepTracker:
-    """The sweep's MLflow handle: synchronous reads here, writes in a writer process.
-    Call :meth:`close` to have everything written and the writer stopped.
+    """The sweep's MLflow handle. Everything MLflow does runs in a writer process
+    (:mod:`tracking.writer`): writes are queued, the few reads are calls answered from there, so
+    this process never imports MLflow. Call :meth:`close` to have everything written and the
+    writer stopped.
 
     Args:
         tracking_uri: MLflow store (None: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``).
@@ -75,6 +76,9 @@ class SweepTracker:
             (default ``$MLPSWEEP_TRACKING_RETRY_S`` or 180).
         report: start the end-of-run report's process with the writer (``self.report``, a
             :class:`tracking.report_process.ReportChild`; else None).
+
+    Raises:
+        TrackingError: the store cannot be used (the experiment could not be found or created).
     """
 
     def __init__(self, tracking_uri: str | None, sweep: str, *, retry_seconds: float | None = None,
@@ -82,14 +86,13 @@ class SweepTracker:
         self.retry_seconds = float(os.environ.get("MLPSWEEP_TRACKING_RETRY_S", 180)) if retry_seconds is None \
             else retry_seconds
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client: MlflowClient = make_client(self.tracking_uri)
         self.sweep = sweep
-        self.experiment_id = ensure_experiment(self.client, sweep, artifact_root_for(self.tracking_uri))
         self.parent_run_id: str | None = None
         self.study_uid = ""
         self._verdicts: dict[str, str] | None = None  # architecture -> verdict stored before this sweep
-        self._writer = WriterProcess(self.tracking_uri, sweep, self.experiment_id, self.retry_seconds, report)
+        self._writer = WriterProcess(self.tracking_uri, sweep, None, self.retry_seconds, report)
         self.report = self._writer.report
+        self.experiment_id = self._writer.ready()
 
     def flush(self) -> None:
         """Wait until every write asked for so far is done."""
@@ -103,65 +106,28 @@ class SweepTracker:
     def open_parent(self, spec_yaml: str, study_uid: str, params: dict[str, Any]) -> SweepRunInfo:
         """Find the sweep's parent run (a resumed sweep reuses it) or create it."""
         self.study_uid = study_uid
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{TAG['kind']}` = 'sweep' and tags.`{TAG['study_uid']}` = '{study_uid}'",
-            max_results=1,
-        )
-        if found:
-            self.parent_run_id = found[0].info.run_id
-            if found[0].info.status != "RUNNING":
-                self.client.update_run(self.parent_run_id, status="RUNNING")
-            resumed = True
-        else:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=self.sweep,
-                tags={TAG["kind"]: "sweep", TAG["sweep"]: self.sweep, TAG["study_uid"]: study_uid,
-                      MLFLOW_SOURCE_NAME: "mlpsweep"},
-            )
-            self.parent_run_id = run.info.run_id
-            self.client.log_batch(self.parent_run_id,
-                                  params=[Param(k, str(v)[:6000]) for k, v in params.items()][:100])
-            self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
-            resumed = False
-        self._writer.send("parent", self.parent_run_id, study_uid, self._stored_trials() if resumed else set())
+        self.parent_run_id, resumed = self._writer.call("open_parent", spec_yaml, study_uid, params)
         return SweepRunInfo(self.tracking_uri, self.experiment_id, self.parent_run_id, resumed)
-
-    def _stored_trials(self) -> set[int]:
-        """Trial numbers of this study that already have a run (one paged search, on resume)."""
-        numbers: set[int] = set()
-        token = None
-        while True:
-            page = self.client.search_runs([self.experiment_id],
-                                           filter_string=f"tags.`{TAG['run_key']}` LIKE '{self.study_uid}:%'",
-                                           max_results=5000, page_token=token)
-            numbers.update(int(r.data.tags[TAG["run_key"]].rsplit(":", 1)[1]) for r in page)
-            token = page.token
-            if not token:
-                return numbers
 
     def log_progress(self, number: int, objective: float | None, best: float | None) -> None:
         """Optimisation history on the parent run: the trial's objective and the best so far
         (the writer gathers the points that wait into one ``log_batch``)."""
-        points = [m for m in (metric("trial_objective", objective, number), metric("best_so_far", best, number)) if m]
+        points = _points({"trial_objective": objective, "best_so_far": best}, number)
         if self.parent_run_id and points:
             self._writer.send("progress", points)
 
     def close_parent(self, summary: dict[str, float | int | None], status: str = "FINISHED") -> None:
         if self.parent_run_id:
-            self._writer.send("close_parent", [m for m in (metric(k, v) for k, v in summary.items()) if m], status)
+            self._writer.send("close_parent", _points(summary, 0), status)
 
     # ----------------------------------------------------------------- verification
     def find_verdict(self, architecture: str) -> str | None:
         """A verdict recorded anywhere in this store when the sweep started, or None (also when
         the store is unreachable: verifying again is cheap, stalling the sweep is not)."""
-        from tracking.verification import known_verdicts
-
         if self._verdicts is None:
             try:
-                self._verdicts = known_verdicts(self.client)
-            except Exception as exc:
+                self._verdicts = self._writer.call("verdicts")
+            except TrackingError as exc:
                 log.warning("could not look up earlier verifications: %s", exc)
                 return None
         return self._verdicts.get(architecture)
@@ -185,18 +151,14 @@ class SweepTracker:
 
     def logged_outcome(self, number: int) -> dict[str, Any] | None:
         """A trial's completed run (state, metrics) if its write finished, else None."""
-        run = self.find_trial_run(number)
-        if run is None or run.info.status == "RUNNING":
-            return None
-        return {"state": run.data.tags.get(TAG["state"], "FAIL"), "reason": run.data.tags.get(TAG["reason"]),
-                "metrics": dict(run.data.metrics), "node": run.data.tags.get(TAG["node"])}
+        return self._writer.call("logged_outcome", number)
 
     def close_partial_run(self, number: int) -> None:
         """A run a killed driver left half-written: mark it KILLED so none stays RUNNING."""
-        run = self.find_trial_run(number)
-        if run is not None and run.info.status == "RUNNING":
-            self.client.set_tag(run.info.run_id, TAG["state"], "INTERRUPTED")
-            self.client.set_terminated(run.info.run_id, "KILLED")
+        self._writer.call("close_partial_run", number)
 
-    def find_trial_run(self, number: int) -> Any | None:
-        return find_trial_run(self.client, self.experiment_id, self.run_key(number))
+
+def _points(values: dict[str, float | int | None], step: int) -> list[tuple[str, float, int, int]]:
+    """Metric points (key, value, step, ms timestamp) for the writer, finite values only."""
+    ts = int(time.time() * 1000)
+    return [(k, float(v), step, ts) for k, v in values.items() if v is not None and math.isfinite(v)]

@@ -1,5 +1,7 @@
 """The process that writes a sweep's runs to MLflow, so the driver's Optuna work and MLflow's
-never queue for the same interpreter lock.
+never queue for the same interpreter lock. It also does the sweep's few MLflow reads (the
+experiment, the parent run, earlier verdicts, a resumed trial's run): the driver never imports
+MLflow (~1.5 s of CPU that the start of a run, Ray's and its workers', needs more).
 
 A trial's run costs 4–7 ms of Python (SQLAlchemy) work on a SQL store (:mod:`tracking.bulk`),
 through MLflow's REST client more, and the driver's ask/tell a few ms; in one process the two
@@ -21,27 +23,33 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
-from tracking.bulk import sql_store, write_run
 from tracking.forked import FORK
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
 from workers.records import TrialConfig, TrialResult
 
-__all__ = ["RunWriter", "WriterProcess", "find_trial_run", "run_key"]
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+__all__ = ["RunWriter", "WriterProcess", "TrackingError", "find_trial_run", "run_key"]
 
 log = logging.getLogger(__name__)
 
 Done = Callable[[str | None], None]
 
+# What the driver may ask the writer process for, with an answer (see WriterProcess.call).
+CALLS = ("open_parent", "verdicts", "logged_outcome", "close_partial_run")
+
 # The parent run's optimisation history is written at most this often: one MLflow log_batch per
 # told trial was a third of the writer's work on tiny trials. A chart a second behind is no loss.
 PROGRESS_SECONDS = 1.0
+
+
+class TrackingError(RuntimeError):
+    """An MLflow read the writer process did for the driver failed (the message says why)."""
 
 
 def run_key(study_uid: str, number: int) -> str:
@@ -56,13 +64,14 @@ def find_trial_run(client: MlflowClient, experiment_id: str, key: str) -> Any | 
 class RunWriter:
     """Writes trial, verification and parent-run records, each retried as one idempotent unit."""
 
-    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
+    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str | None, retry_seconds: float,
                  wanted: Callable[[], bool] = lambda: True) -> None:
-        from tracking.client import make_client
+        from tracking.client import ensure_experiment, make_client
+        from tracking.sweep import artifact_root_for
 
         self.client = make_client(tracking_uri)
         self.sweep = sweep
-        self.experiment_id = experiment_id
+        self.experiment_id = experiment_id or ensure_experiment(self.client, sweep, artifact_root_for(tracking_uri))
         self.retry_seconds = retry_seconds
         self.parent_run_id = ""
         self.study_uid = ""
@@ -118,6 +127,70 @@ class RunWriter:
             self.progress(points)
             self._points_written = time.monotonic()
 
+    # ----------------------------------------------------------------- reads (CALLS)
+    def open_parent(self, spec_yaml: str, study_uid: str, params: dict[str, Any]) -> tuple[str, bool]:
+        """Find the sweep's parent run (a resumed sweep reuses it) or create it: (run id, resumed)."""
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME
+
+        self.study_uid = study_uid
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG['kind']}` = 'sweep' and tags.`{TAG['study_uid']}` = '{study_uid}'",
+            max_results=1,
+        )
+        if found:
+            self.parent_run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                self.client.update_run(self.parent_run_id, status="RUNNING")
+            self.stored = self._stored_trials()
+            return self.parent_run_id, True
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.sweep,
+            tags={TAG["kind"]: "sweep", TAG["sweep"]: self.sweep, TAG["study_uid"]: study_uid,
+                  MLFLOW_SOURCE_NAME: "mlpsweep"},
+        )
+        self.parent_run_id = run.info.run_id
+        self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()][:100])
+        self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
+        return self.parent_run_id, False
+
+    def _stored_trials(self) -> set[int]:
+        """Trial numbers of this study that already have a run (one paged search, on resume)."""
+        numbers: set[int] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id],
+                                           filter_string=f"tags.`{TAG['run_key']}` LIKE '{self.study_uid}:%'",
+                                           max_results=5000, page_token=token)
+            numbers.update(int(r.data.tags[TAG["run_key"]].rsplit(":", 1)[1]) for r in page)
+            token = page.token
+            if not token:
+                return numbers
+
+    def verdicts(self) -> dict[str, str]:
+        """Every architecture's verdict recorded anywhere in this store."""
+        from tracking.verification import known_verdicts
+
+        return known_verdicts(self.client)
+
+    def logged_outcome(self, number: int) -> dict[str, Any] | None:
+        """A trial's completed run (state, metrics) if its write finished, else None."""
+        run = find_trial_run(self.client, self.experiment_id, run_key(self.study_uid, number))
+        if run is None or run.info.status == "RUNNING":
+            return None
+        return {"state": run.data.tags.get(TAG["state"], "FAIL"), "reason": run.data.tags.get(TAG["reason"]),
+                "metrics": dict(run.data.metrics), "node": run.data.tags.get(TAG["node"])}
+
+    def close_partial_run(self, number: int) -> None:
+        """A run a killed driver left half-written: mark it KILLED so none stays RUNNING."""
+        run = find_trial_run(self.client, self.experiment_id, run_key(self.study_uid, number))
+        if run is not None and run.info.status == "RUNNING":
+            self.client.set_tag(run.info.run_id, TAG["state"], "INTERRUPTED")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+
+    # ----------------------------------------------------------------- writes
     def close_parent(self, metrics: list[Metric], status: str) -> None:
         def write() -> None:
             if metrics:
@@ -149,6 +222,11 @@ class RunWriter:
                      look_up: bool = False) -> None:
         """One trial's run, written whole (:func:`tracking.bulk.write_run`). The run key is looked up
         first only where a run may exist: a resumed sweep's trial or a retried write."""
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        from tracking.bulk import write_run
+
         key = run_key(self.study_uid, config.number)
         if look_up or config.number in self.stored:
             existing = find_trial_run(self.client, self.experiment_id, key)
@@ -236,7 +314,12 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
     def wanted() -> bool:  # a killed driver's writer must not finish runs its successor re-queues
         return os.getppid() == parent_pid
 
-    writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
+    try:
+        writer = RunWriter(tracking_uri, sweep, experiment_id, retry_seconds, wanted)
+    except Exception as exc:  # an unusable store: the driver says so and stops
+        outbox.put(("ready", -1, (f"{type(exc).__name__}: {str(exc).strip()[:600]}", None)))
+        return
+    outbox.put(("ready", -1, (None, writer.experiment_id)))
     _warm_up(writer)
     if report_conn is not None:
         from tracking.report_process import fork_report_child
@@ -261,13 +344,20 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
             request = pickle.loads(raw)
             kind = request[0]
             if kind == "progress":
-                writer.points.extend(request[1])
+                writer.points.extend(_metrics(request[1]))
                 continue
             if kind in ("flush", "close", "close_parent"):
                 writer.write_progress()
             try:
-                if kind == "parent":
-                    writer.parent_run_id, writer.study_uid, writer.stored = request[1:]
+                if kind == "call":
+                    token, name, *args = request[1:]
+                    try:
+                        if name not in CALLS:
+                            raise ValueError(f"unknown call {name!r}")
+                        answer: tuple[str | None, Any] = (None, getattr(writer, name)(*args))
+                    except Exception as exc:  # the driver decides what a failed read means
+                        answer = (f"{type(exc).__name__}: {str(exc).strip()[:300]}", None)
+                    outbox.put(("done", token, answer))
                 elif kind == "trial":
                     token, config, result, verified, architecture = request[1:]
                     try:
@@ -279,7 +369,7 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
                 elif kind == "verification":
                     writer.verification(request[1])
                 elif kind == "close_parent":
-                    writer.close_parent(*request[1:])
+                    writer.close_parent(_metrics(request[1]), request[2])
                 elif kind == "flush":
                     outbox.put(("flushed", request[1], None))
                 elif kind == "close":
@@ -291,9 +381,16 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
         writer.write_progress(at_most_every=PROGRESS_SECONDS)
 
 
+def _metrics(points: list[tuple[str, float, int, int]]) -> list[Metric]:
+    """The driver's (key, value, step, ms timestamp) points as MLflow metrics (finite ones)."""
+    return [m for m in (metric(k, v, step, ts) for k, v, step, ts in points) if m is not None]
+
+
 def _exit_now(writer: RunWriter, outbox: Any) -> None:
     """Everything is written and the reply sent: close the store's connections and end the process
     without the interpreter's teardown of torch, MLflow and SQLAlchemy (~1 s the driver waited for)."""
+    from tracking.bulk import sql_store
+
     try:
         store = sql_store(writer.client)
         if store is not None:
@@ -308,9 +405,11 @@ def _exit_now(writer: RunWriter, outbox: Any) -> None:
 
 class WriterProcess:
     """The driver's end of the writer process: requests go out in order, replies come back to
-    ``on_done`` callbacks on a reader thread."""
+    ``on_done`` callbacks on a reader thread; :meth:`call` asks for a read and waits for it.
+    With ``experiment_id`` None the process finds or creates the sweep's experiment first
+    (:meth:`ready` returns its id)."""
 
-    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str, retry_seconds: float,
+    def __init__(self, tracking_uri: str, sweep: str, experiment_id: str | None, retry_seconds: float,
                  report: bool = False) -> None:
         from tracking.report_process import ReportChild
 
@@ -330,6 +429,8 @@ class WriterProcess:
         self._next = 0
         self._errors: list[str] | None = None
         self._closed = threading.Event()
+        self._ready = threading.Event()
+        self._started: tuple[str | None, Any] = ("the MLflow writer process has stopped", None)
         self._reader = threading.Thread(target=self._read, name="mlpsweep-tracking-replies", daemon=True)
         self._reader.start()
 
@@ -345,6 +446,34 @@ class WriterProcess:
                 self._answer(token, "the MLflow writer process has stopped")
             return
         self._inbox.put(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def ready(self) -> str:
+        """Wait until the process has opened the store; the sweep's experiment id.
+
+        Raises:
+            TrackingError: the store cannot be used (the process has ended).
+        """
+        self._ready.wait()
+        return str(self._check(self._started))
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Ask the process for one of :data:`CALLS` (after everything sent before) and wait.
+
+        Raises:
+            TrackingError: the read failed, or the process has stopped.
+        """
+        done = threading.Event()
+        answer: list[Any] = []
+        self.send("call", name, *args, on_done=lambda payload: (answer.append(payload), done.set()))
+        done.wait()
+        return self._check(answer[0])
+
+    @staticmethod
+    def _check(payload: Any) -> Any:
+        error, value = payload if isinstance(payload, tuple) else (payload, None)  # a bare string: the process is gone
+        if error is not None:
+            raise TrackingError(error)
+        return value
 
     def flush(self) -> None:
         """Wait until everything sent so far is written."""
@@ -383,12 +512,19 @@ class WriterProcess:
                 self._errors = payload
                 self._closed.set()
                 return
+            if kind == "ready":
+                self._started = payload
+                self._ready.set()
+                continue
             self._answer(token, payload)
 
     def _fail(self, error: str) -> None:
         """The child is gone: every request still waiting gets ``error``, nothing hangs."""
         self._errors = [error]
         self._closed.set()
+        if not self._ready.is_set():
+            self._started = (error, None)
+        self._ready.set()  # a process that died starting up: ready() raises the default answer
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for callback in waiting.values():

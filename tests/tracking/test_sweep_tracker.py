@@ -123,3 +123,44 @@ def test_the_writer_leaves_when_its_driver_is_killed(tmp_path):
         time.sleep(0.2)
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE, \
         "the writer process outlived its killed driver"
+
+
+def test_the_driver_never_imports_mlflow_and_its_reads_are_answered_by_the_writer(tmp_path):
+    """MLflow's import is ~1.5 s of CPU that a run's start (Ray, its workers) needs more: the
+    tracker leaves every MLflow call, reads included, to the writer process."""
+    import inspect
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = f"""
+import math, sys, torch
+from models.training import TrainConfig
+from workers.records import Checkpoint, DataConfig, TrialConfig, TrialResult
+{inspect.getsource(_trial)}
+from tracking.sweep import SweepTracker
+uri = 'sqlite:///{tmp_path}/mlflow.db'
+t = SweepTracker(uri, 'lean')
+assert t.open_parent('name: lean\\n', 'uidL', {{'seed': 0}}).resumed is False
+config, result = _trial(0, 20)
+t.log_trial(config, result, verified='pass', architecture='1-4-1:tanh')
+t.log_progress(0, 0.5, 0.5)
+t.flush()
+outcome = t.logged_outcome(0)
+assert outcome['state'] == result.state and outcome['metrics']['train_mse'] == result.train_mse, outcome
+assert t.logged_outcome(1) is None and t.find_verdict('1-4-1:tanh') is None
+t.close_parent({{'best_val_mse': 0.5}})
+assert t.close() == []
+again = SweepTracker(uri, 'lean')
+assert again.open_parent('name: lean\\n', 'uidL', {{}}).resumed is True and again.close() == []
+print('mlflow' in sys.modules, 'sqlalchemy' in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"], proc.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.search_runs([client.get_experiment_by_name("lean").experiment_id], "tags.`mlpsweep.kind` = 'sweep'")
+    assert len(parent) == 1 and parent[0].data.metrics["best_val_mse"] == 0.5
+    assert parent[0].data.params == {"seed": "0"}
