@@ -10,7 +10,6 @@ finished run, and a half-written one is replaced — never two runs, never a met
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -158,7 +157,8 @@ class SweepTracker:
         self._writer.call("close_partial_run", number)
 
 
-def _points(values: dict[str, float | int | None], step: int) -> list[tuple[str, float, int, int]]:
-    """Metric points (key, value, step, ms timestamp) for the writer, finite values only."""
+def _points(values: dict[str, float | int | None], step: int) -> list[tuple[str, float | int | None, int, int]]:
+    """Metric points (key, value, step, ms timestamp) for the writer, which keeps the finite ones
+    (:func:`tracking.runs.metric`)."""
     ts = int(time.time() * 1000)
-    return [(k, float(v), step, ts) for k, v in values.items() if v is not None and math.isfinite(v)]
+    return [(k, v, step, ts) for k, v in values.items()]

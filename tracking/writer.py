@@ -177,7 +177,7 @@ class RunWriter:
 
     def logged_outcome(self, number: int) -> dict[str, Any] | None:
         """A trial's completed run (state, metrics) if its write finished, else None."""
-        run = find_trial_run(self.client, self.experiment_id, run_key(self.study_uid, number))
+        run = self._trial_run(number)
         if run is None or run.info.status == "RUNNING":
             return None
         return {"state": run.data.tags.get(TAG["state"], "FAIL"), "reason": run.data.tags.get(TAG["reason"]),
@@ -185,10 +185,13 @@ class RunWriter:
 
     def close_partial_run(self, number: int) -> None:
         """A run a killed driver left half-written: mark it KILLED so none stays RUNNING."""
-        run = find_trial_run(self.client, self.experiment_id, run_key(self.study_uid, number))
+        run = self._trial_run(number)
         if run is not None and run.info.status == "RUNNING":
             self.client.set_tag(run.info.run_id, TAG["state"], "INTERRUPTED")
             self.client.set_terminated(run.info.run_id, "KILLED")
+
+    def _trial_run(self, number: int) -> Any | None:
+        return find_trial_run(self.client, self.experiment_id, run_key(self.study_uid, number))
 
     # ----------------------------------------------------------------- writes
     def close_parent(self, metrics: list[Metric], status: str) -> None:
@@ -229,7 +232,7 @@ class RunWriter:
 
         key = run_key(self.study_uid, config.number)
         if look_up or config.number in self.stored:
-            existing = find_trial_run(self.client, self.experiment_id, key)
+            existing = self._trial_run(config.number)
             if existing is not None and existing.info.status in ("FINISHED", "FAILED"):
                 log.info("trial %s already logged as run %s", config.number, existing.info.run_id)
                 return
@@ -381,7 +384,7 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
         writer.write_progress(at_most_every=PROGRESS_SECONDS)
 
 
-def _metrics(points: list[tuple[str, float, int, int]]) -> list[Metric]:
+def _metrics(points: list[tuple[str, float | int | None, int, int]]) -> list[Metric]:
     """The driver's (key, value, step, ms timestamp) points as MLflow metrics (finite ones)."""
     return [m for m in (metric(k, v, step, ts) for k, v, step, ts in points) if m is not None]
 
@@ -524,7 +527,7 @@ class WriterProcess:
         self._closed.set()
         if not self._ready.is_set():
             self._started = (error, None)
-        self._ready.set()  # a process that died starting up: ready() raises the default answer
+        self._ready.set()  # a process that died starting up: ready() raises this error
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for callback in waiting.values():
