@@ -110,10 +110,12 @@ def test_killed_workers_lose_no_trial_and_duplicate_no_run(tmp_path):
 
 @pytest.mark.parametrize("kill_after", [1.5, 4.0, 7.0])
 def test_driver_sigkill_then_rerun_finishes_exactly_run_cap(tmp_path, kill_after):
-    # Plain SGD at small rates: no restart blows up, so every trial must end COMPLETE.
-    text = TINY_SPEC.format(name="sigkill", run_cap=12, seed=0, epochs=300).replace(
-        "optimizer: {value: adam}", "optimizer: {value: sgd}").replace("min: 0.005, max: 0.1", "min: 0.005, max: 0.03")
-    assert "sgd" in text and "max: 0.03" in text
+    # Plain SGD at small rates: no restart blows up, so every trial must end COMPLETE. Every
+    # epoch runs (tol 0), so that the sweep (~11 s) outlasts the last kill point on a fast machine.
+    text = TINY_SPEC.format(name="sigkill", run_cap=12, seed=0, epochs=2500).replace(
+        "optimizer: {value: adam}", "optimizer: {value: sgd}").replace("min: 0.005, max: 0.1", "min: 0.005, max: 0.03"
+    ).replace("verify: gate", "  tol: {value: 0.0}\nverify: gate")
+    assert "sgd" in text and "max: 0.03" in text and "tol: {value: 0.0}" in text
     spec = write_spec(tmp_path, text=text)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
