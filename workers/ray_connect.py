@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import ray
 
-__all__ = ["connect", "disconnect", "autoscaler_monitors", "cluster_gpus", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["connect", "disconnect", "cluster_gpus", "LOCAL_SYSTEM_CONFIG"]
 
 # The raylet connects to its own object store as soon as it has started it; when the store is not
 # listening yet (a busy machine), the default wait before the next attempt, 1 s, delays every
@@ -40,7 +39,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
                       _system_config=LOCAL_SYSTEM_CONFIG)
     else:
         kwargs["address"] = address
-    info = ray.init(**kwargs)
+    with _lean_head(address in (None, "local")):
+        info = ray.init(**kwargs)
     return {"address": getattr(info, "address_info", {}).get("gcs_address")}
 
 
@@ -51,33 +51,38 @@ def cluster_gpus() -> float:
 
 
 def disconnect() -> None:
-    """Shut down the Ray this process started (or leave the cluster it joined).
-
-    Ray's shutdown stops its processes one by one, each given a second to go after SIGTERM. Its
-    autoscaler monitor (useless on one local node) never makes it: its SIGTERM handler reports to
-    the GCS, stopped just before, and waits — a second lost at the end of every run. It is
-    SIGKILLed first.
-    """
-    for pid in autoscaler_monitors():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # already gone
-            pass
+    """Shut down the Ray this process started (or leave the cluster it joined)."""
     ray.shutdown()
 
 
-def autoscaler_monitors() -> list[int]:
-    """Process ids of the autoscaler monitors this process started (a local Ray's head); none on
-    a machine without /proc or when attached to a cluster."""
-    me, found = os.getpid(), []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rindex(")") + 2:].split()[1]) != me:
-                continue
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"autoscaler/_private/monitor.py" in cmdline:
-            found.append(int(entry.name))
-    return found
+@contextmanager
+def _lean_head(lean: bool) -> Iterator[None]:
+    """A new local Ray without the head processes a one-machine sweep never uses.
+
+    ``ray.init`` always starts an API server (the dashboard's head, even with
+    ``include_dashboard=False``: it waits up to a second for it to come up), an autoscaler monitor
+    (one node never scales; at shutdown it ignores SIGTERM for a second) and a log monitor (it
+    streams workers' output to the driver, which ``log_to_driver=False`` turns away). Each is a
+    Python process importing Ray on the cores the sweep's workers start on: together ~2 s of the
+    start on two cores. Ray 2.60 has no public switch for them, so ``ray.init`` runs with the
+    API server's start a no-op and its node parameters saying no monitors; a Ray whose internals
+    differ gets the usual start (tests/integration/test_exposure.py then fails).
+    """
+    from ray._private import parameter, services
+
+    if not lean or not (hasattr(services, "start_api_server") and hasattr(parameter, "RayParams")):
+        yield
+        return
+    api_server, params = services.start_api_server, parameter.RayParams
+
+    class LeanParams(params):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.no_monitor, self.include_log_monitor = True, False
+
+    services.start_api_server = lambda *args, **kwargs: (None, None)
+    parameter.RayParams = LeanParams
+    try:
+        yield
+    finally:
+        services.start_api_server, parameter.RayParams = api_server, params
