@@ -1,5 +1,6 @@
 """A new SQLite MLflow store appears all at once: a process killed while MLflow builds its schema
-(dozens of migrations, seconds) leaves no half-migrated mlflow.db that later runs would refuse."""
+(dozens of migrations, seconds) leaves no half-migrated mlflow.db that later runs would refuse;
+the next new store is a copy of the schema kept as a template, equal to what MLflow builds."""
 from __future__ import annotations
 
 import os
@@ -8,10 +9,12 @@ import subprocess
 import sys
 import time
 
+import sqlite3
+
 import pytest
 
 from conftest import ROOT
-from tracking.client import ensure_experiment, make_client
+from tracking.client import ensure_experiment, make_client, schema_template
 
 CREATE = "from tracking.client import make_client; make_client('sqlite:///mlflow.db').search_experiments()"
 
@@ -25,7 +28,7 @@ def test_a_new_store_is_complete_and_leaves_no_side_files(tmp_path):
 
 @pytest.mark.parametrize("kill_after", [1.5, 2.5, 3.5, 4.5])
 def test_a_creator_killed_at_any_point_leaves_a_usable_store(tmp_path, kill_after):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no template: migrations
     proc = subprocess.Popen([sys.executable, "-c", CREATE], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(kill_after)
@@ -33,3 +36,50 @@ def test_a_creator_killed_at_any_point_leaves_a_usable_store(tmp_path, kill_afte
     proc.wait(timeout=30)
     client = make_client(f"sqlite:///{tmp_path}/mlflow.db")
     assert ensure_experiment(client, "after-the-kill")  # the old code: "table _alembic_tmp_… already exists"
+
+
+def _rows(path) -> list[tuple]:
+    """Schema and every row of a SQLite file (experiment times left out)."""
+    with sqlite3.connect(path) as db:
+        out: list[tuple] = []
+        for name, sql in db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall():
+            out.append((name, sql))
+            if sql and sql.startswith("CREATE TABLE"):
+                rows = db.execute(f'SELECT * FROM "{name}"').fetchall()
+                out += [(name, r[:4] if name == "experiments" else r) for r in rows]
+    db.close()
+    return out
+
+
+def test_a_store_copied_from_the_schema_template_equals_one_mlflow_migrates(tmp_path, monkeypatch):
+    import mlflow.store.db.utils
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the default experiment's artifact path is MLflow's ./mlruns
+    template = schema_template()
+    assert template is not None and not template.exists()
+    make_client("sqlite:///migrated.db").search_experiments()
+    with sqlite3.connect(template) as db:  # kept, without the default experiment of that store
+        assert db.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+    db.close()
+
+    def no_migrations(engine):  # the copy must not need them
+        raise AssertionError("MLflow's migrations ran although a schema template was there")
+
+    monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", no_migrations)
+    client = make_client("sqlite:///copied.db")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert _rows("copied.db") == _rows("migrated.db")
+    assert ensure_experiment(client, "x")
+
+
+def test_an_unusable_schema_template_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = schema_template()
+    assert template is not None
+    template.write_bytes(b"not a database")
+    client = make_client(f"sqlite:///{tmp_path}/mlflow.db")
+    assert ensure_experiment(client, "x")
+    with sqlite3.connect(template) as db:
+        assert db.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+    db.close()
