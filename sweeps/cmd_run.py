@@ -7,7 +7,8 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, cast
 
-__all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend", "open_tracker"]
+__all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend", "open_tracker",
+           "start_tracker", "ready_tracker"]
 
 
 def register(subparsers: Any) -> None:
@@ -107,13 +108,15 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     from sweeps.cli import UsageError
     from sweeps.console import progress_line, stderr_console
 
-    # Ray's start-up mostly waits on its own processes: beside it, torch's import and the data
-    # (a built-in set cannot fail to load: the spec checked it whole), then MLflow's set-up
-    # (import, schema check). Ray stays in this thread (its processes die with the thread that
-    # made them); the data come before the store, so a data error leaves no trace there.
+    # Ray's start-up mostly waits on its own processes: beside it, the MLflow writer process
+    # starts (MLflow's import, the store), and this process imports torch and loads the data (a
+    # built-in set cannot fail to load: the spec checked it whole; a file was read before). Ray
+    # stays in this thread (its processes die with the thread that made them). Under ``device:
+    # cuda`` the writer starts only once the GPU check passed: a refused run creates no store.
+    early = start_tracker(tracking_uri, spec.name, report) if spec.device != "cuda" else None
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
         loading = pool.submit(_import_and_load, spec, ray_address)
-        opening = pool.submit(_open_after, loading, tracking_uri, spec.name, report)
+        opening = pool.submit(_open_after, loading, early, tracking_uri, spec.name, report)
         try:
             backend = start_backend(ray_address, spec.concurrency, imported=loading.result, device=spec.device)
         except BaseException:
@@ -193,6 +196,9 @@ def start_backend(ray_address: str | None, concurrency: int,
 
 def _import_and_load(spec: Any, ray_address: str | None) -> None:
     import sweeps.driver  # noqa: F401  (torch, Optuna, the trial code)
+    from tracking.client import enable_fast_sqlite
+
+    enable_fast_sqlite()  # before the driver opens Optuna's storage (a SQLite one: no fsync per trial)
 
     if spec.device == "cuda" and ray_address in (None, "local", "none"):
         check_local_gpu()
@@ -215,9 +221,14 @@ def check_local_gpu() -> None:
                          "set device: cpu, or auto (a GPU where there is one), or run on a cluster with --ray-address")
 
 
-def _open_after(loading: Future[None], tracking_uri: str | None, name: str, report: bool) -> Any:
-    loading.result()  # done (one thread runs both): bad data opens no store
-    return open_tracker(tracking_uri, name, report)
+def _open_after(loading: Future[None], early: Any | None, tracking_uri: str | None, name: str, report: bool) -> Any:
+    try:
+        loading.result()  # done (one thread runs both): a refused GPU opens no store
+    except BaseException:
+        if early is not None:
+            _discard(early)
+        raise
+    return ready_tracker(early) if early is not None else open_tracker(tracking_uri, name, report)
 
 
 def _discard(tracker: Any) -> None:
@@ -227,25 +238,39 @@ def _discard(tracker: Any) -> None:
 
 
 def open_tracker(tracking_uri: str | None, name: str, report: bool = False) -> Any:
-    """The sweep's MLflow writer (and, with ``report``, the report's process); an unreachable
-    store is a one-line error, not a traceback."""
-    from sweeps.cli import UsageError
-    from tracking.client import enable_fast_sqlite
+    """The sweep's MLflow writer (and, with ``report``, the report's process), its store open; an
+    unreachable store is a one-line error, not a traceback."""
+    return ready_tracker(start_tracker(tracking_uri, name, report))
+
+
+def start_tracker(tracking_uri: str | None, name: str, report: bool = False) -> Any:
+    """Start the sweep's MLflow writer process (no torch, no MLflow here: milliseconds); it opens
+    the store while this process goes on. :func:`ready_tracker` waits for it."""
     from tracking.sweep import SweepTracker
 
-    enable_fast_sqlite()
     # Each REST call retries briefly; the tracker's own loop (MLPSWEEP_TRACKING_RETRY_S, 180 s by
     # default) rides out longer outages and resumes within seconds of the server's return,
     # instead of MLflow's exponential backoff sleeping up to a minute past it.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    return SweepTracker(tracking_uri, name, report=report, wait=False)
+
+
+def ready_tracker(tracker: Any) -> Any:
+    """``tracker`` once its writer has opened the store.
+
+    Raises:
+        UsageError: the store cannot be used (the message names ``--tracking-uri``).
+    """
+    from sweeps.cli import UsageError
 
     try:
-        return SweepTracker(tracking_uri, name, report=report)
+        tracker.wait_ready()
     except Exception as exc:
+        _discard(tracker)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--tracking-uri: cannot use the MLflow store {tracking_uri or 'sqlite:///mlflow.db'}: "
-                         f"{first}") from None
+        raise UsageError(f"--tracking-uri: cannot use the MLflow store {tracker.tracking_uri}: {first}") from None
+    return tracker
 
 
 def _run(args: argparse.Namespace) -> int:

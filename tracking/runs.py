@@ -5,10 +5,10 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from workers.records import TrialResult
+if TYPE_CHECKING:  # MLflow is the writer process's: the sweep driver never imports it; torch (the
+    from mlflow.entities import Metric  # records' training config) comes with the driver's trial code
 
-if TYPE_CHECKING:  # MLflow is the writer process's: the sweep driver never imports it
-    from mlflow.entities import Metric
+    from workers.records import TrialResult
 
 __all__ = ["TAG", "CURVE_POINTS", "CURVES_FILE", "curve_steps", "trial_metrics", "metric", "chunks", "finite_or_none"]
 

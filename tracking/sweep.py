@@ -14,12 +14,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tracking.client import resolve_tracking_uri
 from tracking.runs import CURVE_POINTS, CURVES_FILE, TAG, curve_steps
 from tracking.writer import TrackingError, WriterProcess, run_key
-from workers.records import TrialConfig, TrialResult
+
+if TYPE_CHECKING:  # torch: the driver starts this tracker while another thread imports it
+    from workers.records import TrialConfig, TrialResult
 
 __all__ = ["SweepTracker", "SweepRunInfo", "default_storage", "artifact_root_for", "TAG", "CURVE_POINTS",
            "CURVES_FILE", "curve_steps"]
@@ -75,13 +77,15 @@ class SweepTracker:
             (default ``$MLPSWEEP_TRACKING_RETRY_S`` or 180).
         report: start the end-of-run report's process with the writer (``self.report``, a
             :class:`tracking.report_process.ReportChild`; else None).
+        wait: wait here for the writer to open the store; False: the caller calls
+            :meth:`wait_ready` before anything else (the process starts meanwhile).
 
     Raises:
         TrackingError: the store cannot be used (the experiment could not be found or created).
     """
 
     def __init__(self, tracking_uri: str | None, sweep: str, *, retry_seconds: float | None = None,
-                 report: bool = False) -> None:
+                 report: bool = False, wait: bool = True) -> None:
         self.retry_seconds = float(os.environ.get("MLPSWEEP_TRACKING_RETRY_S", 180)) if retry_seconds is None \
             else retry_seconds
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
@@ -91,6 +95,16 @@ class SweepTracker:
         self._verdicts: dict[str, str] | None = None  # architecture -> verdict stored before this sweep
         self._writer = WriterProcess(self.tracking_uri, sweep, None, self.retry_seconds, report)
         self.report = self._writer.report
+        self.experiment_id = ""
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the writer process has opened the store and found the sweep's experiment.
+
+        Raises:
+            TrackingError: the store cannot be used (the writer process has ended).
+        """
         self.experiment_id = self._writer.ready()
 
     def flush(self) -> None:

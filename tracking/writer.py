@@ -19,7 +19,6 @@ import os
 import pickle
 import queue
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,11 +27,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from tracking.forked import FORK
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
-from workers.records import TrialConfig, TrialResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the driver spawns this process before it imports torch (the records' config)
     from mlflow import MlflowClient
     from mlflow.entities import Metric
+
+    from workers.records import TrialConfig, TrialResult
 
 __all__ = ["RunWriter", "WriterProcess", "TrackingError", "find_trial_run", "run_key"]
 
@@ -261,15 +261,18 @@ class RunWriter:
             tags[TAG["restarts"]] = json.dumps(list(result.restart_status))[:5000]
         params = {**config.params, "hidden_sizes": "-".join(map(str, config.train.sizes[1:-1]))}
         param_list = [Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH]
-        with tempfile.TemporaryDirectory(prefix="mlpsweep-run-") as tmp:
+
+        def files(folder: Path) -> None:  # the checkpoint's digest goes into the tags
             if result.checkpoint is not None and result.checkpoint.state_dict:
-                tags[TAG["sha256"]] = self._save_checkpoint(str(Path(tmp) / "checkpoint"), config, result)
+                tags[TAG["sha256"]] = self._save_checkpoint(str(folder / "checkpoint"), config, result)
             if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
-                (Path(tmp) / CURVES_FILE).write_text(json.dumps(
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / CURVES_FILE).write_text(json.dumps(
                     {"train_mse": finite_or_none(result.train_curve), "val_mse": finite_or_none(result.val_curve)}))
-            write_run(self.client, self.experiment_id, run_name=f"trial-{config.number}", tags=tags,
-                      params=param_list, metrics=trial_metrics(result), artifacts=tmp,
-                      status="FAILED" if result.state == "FAIL" else "FINISHED")
+
+        write_run(self.client, self.experiment_id, run_name=f"trial-{config.number}", tags=tags,
+                  params=param_list, metrics=trial_metrics(result), artifacts=files,
+                  status="FAILED" if result.state == "FAIL" else "FINISHED")
 
     def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
         """Write the trial's checkpoint files into ``folder`` (created); returns their sha256."""
