@@ -15,16 +15,22 @@ killed mid-write leaves no run at all (at most unreferenced artifact files). Any
 """
 from __future__ import annotations
 
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence, Union
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from tracking.client import log_folder
 
-__all__ = ["write_run", "sql_store"]
+__all__ = ["write_run", "sql_store", "Artifacts"]
+
+# A folder whose files become a run's artifacts, or a function that writes them into the folder
+# it is given (creating it first): on a local artifact store, the run's own artifact folder.
+Artifacts = Union[str, Path, Callable[[Path], None], None]
 
 
 def sql_store(client: MlflowClient) -> Any | None:
@@ -37,7 +43,7 @@ def sql_store(client: MlflowClient) -> Any | None:
 
 def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: dict[str, str],
               params: Sequence[Param], metrics: Sequence[Metric], status: str,
-              artifacts: str | Path | None = None) -> str:
+              artifacts: Artifacts = None) -> str:
     """Write one finished run and return its id.
 
     Args:
@@ -46,18 +52,19 @@ def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: 
         run_name: the run's name (also its ``mlflow.runName`` tag).
         tags, params, metrics: the run's values; ``mlflow.user`` in ``tags`` sets its user.
         status: ``FINISHED`` or ``FAILED``.
-        artifacts: a folder whose files become the run's artifacts (None or empty: none).
+        artifacts: a folder whose files become the run's artifacts (None or empty: none), or a
+            function that writes them into the folder it is given, creating it first (on a
+            local artifact store the run's own: no copy); it may add to ``tags`` (a digest).
 
     Raises:
         MlflowException: a value MLflow refuses (a bad key, duplicate param keys...), an inactive
             experiment, or the store's own errors. Over HTTP a run already created is deleted
             (best effort) so that no half-written run stays behind.
     """
-    files = artifacts is not None and any(Path(artifacts).iterdir())
     store = sql_store(client)
     if store is None:
-        return _write_with_client(client, experiment_id, run_name, tags, params, metrics, status,
-                                  artifacts if files else None)
+        with _folder(artifacts) as folder:
+            return _write_with_client(client, experiment_id, run_name, tags, params, metrics, status, folder)
     from mlflow.entities import ViewType
     from mlflow.utils.uri import append_to_uri_path
 
@@ -67,11 +74,36 @@ def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: 
         location = experiment.artifact_location
     run_id = uuid.uuid4().hex
     artifact_uri = append_to_uri_path(location, run_id, store.ARTIFACTS_FOLDER_NAME)
-    rows = _run_rows(store, experiment_id, run_id, artifact_uri, run_name, tags, params, metrics, status)
-    if files:
-        log_folder(client, artifact_uri, artifacts)  # type: ignore[arg-type]
-    _insert(store, rows)
+    local = _local_folder(artifact_uri) if callable(artifacts) else None
+    if local is not None:
+        artifacts(local)  # type: ignore[operator]
+    else:
+        with _folder(artifacts) as folder:
+            if folder is not None:
+                log_folder(client, artifact_uri, folder)
+    _insert(store, _run_rows(store, experiment_id, run_id, artifact_uri, run_name, tags, params, metrics, status))
     return run_id
+
+
+@contextmanager
+def _folder(artifacts: Artifacts) -> Iterator[Path | None]:
+    """The folder holding ``artifacts``' files (a function's: written into a temporary one);
+    None when there are none."""
+    if callable(artifacts):
+        with tempfile.TemporaryDirectory(prefix="mlpsweep-run-") as tmp:
+            artifacts(Path(tmp))
+            yield Path(tmp) if any(Path(tmp).iterdir()) else None
+    else:
+        yield Path(artifacts) if artifacts is not None and any(Path(artifacts).iterdir()) else None
+
+
+def _local_folder(artifact_uri: str) -> Path | None:
+    """The folder of a local (``file:`` or plain path) artifact URI; None for any other scheme."""
+    from urllib.parse import urlparse
+
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    return Path(local_file_uri_to_path(artifact_uri)) if urlparse(artifact_uri).scheme in ("", "file") else None
 
 
 def _write_with_client(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str],

@@ -102,11 +102,14 @@ def record_verification(
         tags[PARENT_TAG] = parent_run_id
     if sweep is not None:
         tags[SWEEP_TAG] = sweep
-    with tempfile.TemporaryDirectory(prefix="mlpsweep-verification-") as tmp:
-        (Path(tmp) / REPORT_ARTIFACT).write_text(json.dumps(report.to_dict(), indent=2))
-        run_id = write_run(client, experiment_id, run_name=f"verify {report.architecture}", tags=tags,
-                           params=_params(report), metrics=_metrics(report), artifacts=tmp,
-                           status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def files(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / REPORT_ARTIFACT).write_text(json.dumps(report.to_dict(), indent=2))
+
+    run_id = write_run(client, experiment_id, run_name=f"verify {report.architecture}", tags=tags,
+                       params=_params(report), metrics=_metrics(report), artifacts=files,
+                       status=RunStatus.to_string(RunStatus.FINISHED))
     log.info("recorded verification of %s: %s (run %s)", report.architecture, report.verdict, run_id)
     return run_id
 

@@ -181,3 +181,36 @@ def test_same_rows_as_mlflow_writes_on_postgresql(tmp_path):
         experiment_id = ensure_experiment(client, "bulk", artifact_location=str(tmp_path / "artifacts"))
         assert_same_runs(client, experiment_id, PARAMS, metrics(), tmp_path / "files")
         sql_store(client).engine.dispose()
+
+
+def _files(made: list[Path]):
+    """An artifacts function: a file in a subfolder and a tag, noting the folder it was given."""
+    def write(folder: Path) -> None:
+        made.append(folder)
+        (folder / "checkpoint").mkdir(parents=True)
+        (folder / "checkpoint" / "model.pt").write_bytes(b"weights")
+    return write
+
+
+def test_an_artifacts_function_writes_into_the_runs_own_local_folder(sqlite_client):
+    client, experiment_id = sqlite_client
+    made: list[Path] = []
+    run_id = write_run(client, experiment_id, run_name="r", tags={}, params=PARAMS, metrics=metrics(),
+                       status="FINISHED", artifacts=_files(made))
+    run = client.get_run(run_id)
+    assert made == [Path(run.info.artifact_uri.removeprefix("file://"))]  # no temporary copy
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.pt"]
+    nothing = write_run(client, experiment_id, run_name="r", tags={}, params=PARAMS, metrics=[],
+                        status="FINISHED", artifacts=lambda folder: None)
+    assert client.list_artifacts(nothing) == []
+
+
+def test_an_artifacts_function_on_another_store_is_uploaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=f"file://{tmp_path}/mlruns")
+    experiment_id = client.create_experiment("bulk")
+    made: list[Path] = []
+    run_id = write_run(client, experiment_id, run_name="r", tags={}, params=PARAMS, metrics=[],
+                       status="FINISHED", artifacts=_files(made))
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.pt"]
+    assert not made[0].exists()  # a temporary folder, copied then removed
