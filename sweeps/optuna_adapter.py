@@ -5,6 +5,7 @@ validated :class:`sweeps.spec.SweepSpec`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import uuid
@@ -20,6 +21,7 @@ from sweeps.spec import SweepSpec, is_active
 
 __all__ = [
     "storage_for",
+    "journal_backend",
     "check_storage",
     "JOURNAL_SUFFIX",
     "open_study",
@@ -149,7 +151,8 @@ def storage_for(storage: str, *, create: bool = True) -> str | optuna.storages.B
     ``postgresql://…``), a file path ending in ``.journal`` as Optuna's journal storage.
 
     The journal is the local default: an ask costs ~10 ms and a tell ~3 ms against ~30 ms and
-    ~14 ms on SQLite, whose every suggest and attribute is its own transaction.
+    ~14 ms on SQLite, whose every suggest and attribute is its own transaction. It is written
+    without an fsync per entry (:func:`journal_backend`).
 
     Raises:
         ValueError: neither (the message names ``--storage`` and both forms).
@@ -161,9 +164,33 @@ def storage_for(storage: str, *, create: bool = True) -> str | optuna.storages.B
     if not create and not Path(storage).is_file():
         raise KeyError(f"no journal file {storage}")
     from optuna.storages import JournalStorage
+
+    return JournalStorage(journal_backend(storage))
+
+
+def journal_backend(path: str) -> Any:
+    """Optuna's journal file backend, but appending without an fsync per entry.
+
+    Optuna syncs the file after every entry, and a trial is 7–15 entries (its creation, each
+    suggested value, each attribute, the tell): 0.3 ms each on our machines' disks, on the sweep
+    driver's one thread, a few ms per trial. As with ``tracking.client.enable_fast_sqlite``, a
+    killed process loses nothing (the entries are in the OS page cache); only a power cut can
+    drop the last ones, and Optuna's reader ignores an unfinished last line. Same lock, same
+    format: a journal is read and continued by stock Optuna.
+    """
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(storage))
+    class _UnsyncedJournalFile(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            text = "\n".join(json.dumps(entry, separators=(",", ":")) for entry in logs) + "\n"
+            self._lock.acquire()
+            try:
+                with open(self._file_path, "ab") as fh:
+                    fh.write(text.encode("utf-8"))
+            finally:
+                self._lock.release()
+
+    return _UnsyncedJournalFile(path)
 
 
 def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:

@@ -45,3 +45,27 @@ def test_anything_else_is_a_one_line_usage_error(value, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mlpsweep run: error: --storage: ") and ".journal" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["j.yaml"]  # nothing started, nothing written
+
+
+def test_the_journal_is_appended_without_fsync_and_read_by_stock_optuna(tmp_path, monkeypatch):
+    import os
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    path = str(tmp_path / "s.journal")
+    study = optuna.create_study(study_name="s", storage=oa.storage_for(path))
+    for value in (0.3, 0.2, 0.1):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("config", {"width": 8})
+        study.tell(trial, value)
+    assert synced == []  # Optuna's own backend syncs after every entry
+    stock = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+    assert [(t.params, t.user_attrs, t.value) for t in stock.trials] == \
+        [(t.params, t.user_attrs, t.value) for t in study.trials]
+    assert [t.value for t in stock.trials] == [0.3, 0.2, 0.1]
