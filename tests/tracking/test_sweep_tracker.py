@@ -164,3 +164,26 @@ print('mlflow' in sys.modules, 'sqlalchemy' in sys.modules)
     parent = client.search_runs([client.get_experiment_by_name("lean").experiment_id], "tags.`mlpsweep.kind` = 'sweep'")
     assert len(parent) == 1 and parent[0].data.metrics["best_val_mse"] == 0.5
     assert parent[0].data.params == {"seed": "0"}
+
+
+def test_a_run_starts_its_writer_before_importing_torch(tmp_path):
+    """``mlpsweep run`` starts the writer process first thing, so that its MLflow import and store
+    run beside Ray's start and torch's import: starting it must not import torch (or MLflow)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = f"""
+import sys
+from sweeps.cmd_run import ready_tracker, start_tracker
+tracker = start_tracker('sqlite:///{tmp_path}/mlflow.db', 'early')
+print('torch' in sys.modules, 'mlflow' in sys.modules)
+ready_tracker(tracker)
+assert tracker.experiment_id and tracker.close() == []
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"], proc.stdout
+    assert MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_experiment_by_name("early") is not None
