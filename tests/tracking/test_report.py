@@ -185,7 +185,7 @@ def test_html_without_complete_trials() -> None:
     assert "No complete trial yet" in page and "top-trials" not in page
 
 
-def test_param_importances_guards() -> None:
+def test_param_importances_guards(monkeypatch) -> None:
     import optuna
 
     from sweeps import optuna_adapter as oa
@@ -204,6 +204,11 @@ def test_param_importances_guards() -> None:
     found = oa.param_importances(study([({"width": w, "act": "tanh" if w % 2 else "relu"}, 0.01 * w) for w in range(1, 12)]))
     assert set(found) == {"width", "act"} and sum(found.values()) == pytest.approx(1.0)
     assert found["width"] > found["act"]
+    alone = study([({"width": w, "act": "tanh"}, 0.01 * w) for w in range(1, 12)])
+    real = optuna.importance.get_param_importances(
+        alone, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0), params=["width"])
+    monkeypatch.setattr(optuna.importance, "FanovaImportanceEvaluator", None)  # not needed for one parameter
+    assert oa.param_importances(alone) == {"width": pytest.approx(real["width"])} == {"width": 1.0}
     space = oa.search_space(study([({"width": 3, "act": "tanh"}, 0.1)]))
     assert space == {"width": {"kind": "int", "low": 1, "high": 50, "log": False},
                      "act": {"kind": "categorical", "choices": ["tanh", "relu"]}}
