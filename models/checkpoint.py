@@ -7,6 +7,7 @@ activation and the SHA-256 of ``model.pt``; loading checks the digest before unp
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -18,8 +19,8 @@ from torch import Tensor
 
 from models.mlp import MLP, canonical_architecture, validate_sizes
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_dict", "file_sha256",
-           "MODEL_FILE", "ARCH_FILE"]
+__all__ = ["CheckpointError", "save_checkpoint", "state_bytes", "write_checkpoint", "load_checkpoint",
+           "load_state_dict", "file_sha256", "MODEL_FILE", "ARCH_FILE"]
 
 MODEL_FILE = "model.pt"
 ARCH_FILE = "architecture.json"
@@ -56,24 +57,49 @@ def save_checkpoint(
     Returns:
         The directory.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(directory, state_bytes(state_dict, sizes), sizes, activation, extra)
+    return Path(directory)
+
+
+def state_bytes(state_dict: Mapping[str, Tensor], sizes: list[int] | tuple[int, ...]) -> bytes:
+    """The contents of ``model.pt`` for ``state_dict`` (checked against ``sizes``): what a worker
+    sends back, so that the sweep driver and the tracking process handle bytes, not tensors."""
     sizes = validate_sizes(sizes)
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     _check_state(plain, sizes)
-    model_path = directory / MODEL_FILE
-    torch.save(plain, model_path)
+    buffer = io.BytesIO()
+    torch.save(plain, buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoint(
+    directory: str | os.PathLike,
+    model: bytes,
+    sizes: list[int] | tuple[int, ...],
+    activation: str,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Write ``model.pt`` (``model``, from :func:`state_bytes`) and its ``architecture.json`` into
+    ``directory`` (created); returns the SHA-256 of ``model.pt``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sizes = validate_sizes(sizes)
+    (directory / MODEL_FILE).write_bytes(model)
+    digest = hashlib.sha256(model).hexdigest()
+    shapes = {}
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"{l}_weight"], shapes[f"{l}_bias"] = [fan_in, fan_out], [fan_out]
     meta = {
         "format": FORMAT,
         "architecture": canonical_architecture(sizes, activation),
         "sizes": list(sizes),
         "activation": activation,
-        "parameters": {k: list(v.shape) for k, v in plain.items()},
-        "sha256": file_sha256(model_path),
+        "parameters": shapes,
+        "sha256": digest,
         **({"extra": dict(extra)} if extra else {}),
     }
     (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return directory
+    return digest
 
 
 def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:

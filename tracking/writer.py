@@ -263,7 +263,7 @@ class RunWriter:
         param_list = [Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH]
 
         def files(folder: Path) -> None:  # the checkpoint's digest goes into the tags
-            if result.checkpoint is not None and result.checkpoint.state_dict:
+            if result.checkpoint is not None:
                 tags[TAG["sha256"]] = self._save_checkpoint(str(folder / "checkpoint"), config, result)
             if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -276,22 +276,21 @@ class RunWriter:
 
     def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
         """Write the trial's checkpoint files into ``folder`` (created); returns their sha256."""
-        from models.checkpoint import ARCH_FILE, save_checkpoint
+        from models.checkpoint import write_checkpoint
 
         ckpt = result.checkpoint
         assert ckpt is not None
-        save_checkpoint(folder, ckpt.state_dict, ckpt.sizes, ckpt.activation,
-                        extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
-                               "data": {"dataset": config.data.dataset,
-                                        "validation_fraction": config.data.validation_fraction,
-                                        "seed": config.data.seed}})
-        return str(json.loads((Path(folder) / ARCH_FILE).read_text())["sha256"])
+        return write_checkpoint(folder, ckpt.model, ckpt.sizes, ckpt.activation,
+                                extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
+                                       "data": {"dataset": config.data.dataset,
+                                                "validation_fraction": config.data.validation_fraction,
+                                                "seed": config.data.seed}})
 
 
 # --------------------------------------------------------------------- the child process
 def _warm_up(writer: RunWriter) -> None:
-    """Import and open now, while the sweep starts, what the first writes need (torch to unpickle
-    a checkpoint, MLflow's store module and connection: seconds): else the first trials wait
+    """Import and open now, while the sweep starts, what the first writes need (torch, which a
+    trial's config brings with it, MLflow's store module and connection: seconds): else the first trials wait
     that long for their runs, and the driver's next asks wait for them."""
     import torch  # noqa: F401
 

@@ -59,11 +59,19 @@ class TrialConfig:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The winning restart's weights, as plain tensors, plus the architecture."""
+    """The winning restart's weights as the bytes of ``model.pt``
+    (:func:`models.checkpoint.state_bytes`: unpickling tensors costs the driver more than the
+    training of a tiny trial), plus the architecture."""
 
-    state_dict: dict[str, Any]
+    model: bytes
     sizes: tuple[int, ...]
     activation: str
+
+    @classmethod
+    def of(cls, state_dict: dict[str, Any], sizes: tuple[int, ...], activation: str) -> Checkpoint:
+        from models.checkpoint import state_bytes
+
+        return cls(state_bytes(state_dict, sizes), tuple(sizes), activation)
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,8 @@ def to_trial_result(
         best_restart=best,
         train_curve=result.train_curves[best],
         val_curve=result.val_curves[best],
-        checkpoint=Checkpoint(result.state_dict or {}, config.train.sizes, config.train.activation),
+        checkpoint=Checkpoint.of(result.state_dict, config.train.sizes, config.train.activation)
+        if result.state_dict else None,
         **common,  # type: ignore[arg-type]
     )
 

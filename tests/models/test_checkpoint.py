@@ -76,3 +76,21 @@ def test_wrong_shapes_and_missing_files(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="has shape"):
         save_checkpoint(tmp_path, MLP([1, 3, 1]).state_dict(), [1, 4, 1], "sigmoid")
+
+
+def test_checkpoint_bytes_written_elsewhere_load_as_the_same_model(tmp_path):
+    """A worker sends ``state_bytes``; the tracking process writes them with ``write_checkpoint``."""
+    from models.checkpoint import state_bytes, write_checkpoint
+
+    model = MLP([1, 6, 6, 1], "tanh", generator=torch.Generator().manual_seed(1))
+    save_checkpoint(tmp_path / "direct", model.state_dict(), model.sizes, "tanh", extra={"trial": 2})
+    digest = write_checkpoint(tmp_path / "bytes", state_bytes(model.state_dict(), model.sizes), model.sizes, "tanh",
+                              extra={"trial": 2})
+    assert digest == file_sha256(tmp_path / "bytes" / MODEL_FILE)
+    again = load_checkpoint(tmp_path / "bytes", expected_sha256=digest)
+    X = torch.randn(20, 1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(X), again(X))
+    direct, written = (json.loads((tmp_path / d / "architecture.json").read_text()) for d in ("direct", "bytes"))
+    assert direct == written  # the same model.pt bytes, the same architecture file
+    with pytest.raises(CheckpointError, match="has shape"):
+        state_bytes(model.state_dict(), [1, 5, 6, 1])

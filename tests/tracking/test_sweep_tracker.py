@@ -37,7 +37,7 @@ def _trial(number: int, epochs: int) -> tuple[TrialConfig, TrialResult]:
     result = TrialResult(number=number, state="COMPLETE", train_mse=curve[-1], val_mse=curve[-1] * 2,
                          test_mse=curve[-1] * 3, best_restart=0, restart_train_mse=(curve[-1],),
                          train_curve=curve, val_curve=tuple(math.nan if e == 3 else 2 * v for e, v in enumerate(curve)),
-                         checkpoint=Checkpoint(state, (1, 4, 1), "tanh"), node="n1")
+                         checkpoint=Checkpoint.of(state, (1, 4, 1), "tanh"), node="n1")
     return config, result
 
 
