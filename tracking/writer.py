@@ -77,6 +77,7 @@ class RunWriter:
         self.study_uid = ""
         self.stored: set[int] = set()  # trial numbers with a run in the store when the sweep opened
         self.errors: list[str] = []
+        self.down = False  # a write spent its retry budget; no retries until one succeeds
         self.wanted = wanted  # False once the driver is gone: stop retrying for it
         self.points: list[Metric] = []  # the parent run's history points not written yet
         self._points_written = time.monotonic()
@@ -85,19 +86,25 @@ class RunWriter:
         """Run an idempotent write until it succeeds or the retry budget is spent.
 
         MLflow's REST client already retries 408/429/5xx and refused connections with backoff;
-        this outer loop covers longer outages (a restarted tracking server). Returns None on
-        success, else the last error.
+        this outer loop covers longer outages (a restarted tracking server). Once one write has
+        spent its budget, the next ones are tried once each until one succeeds: a store that
+        stays down (or a damaged SQLite file) fails the remaining trials in seconds, not a
+        budget each. Returns None on success, else the last error.
         """
-        deadline = time.monotonic() + self.retry_seconds
+        deadline = time.monotonic() + (0.0 if self.down else self.retry_seconds)
         delay = 0.5
         while True:
             try:
                 write()
+                self.down = False
                 return None
             except Exception as exc:  # any store error: retry, the write is idempotent
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 if time.monotonic() + delay > deadline or not self.wanted():
-                    log.error("MLflow %s failed, giving up after %.0f s: %s", what, self.retry_seconds, error)
+                    if not self.down:
+                        log.error("MLflow %s failed, giving up after %.0f s: %s (later writes are tried once "
+                                  "each until one succeeds)", what, self.retry_seconds, error)
+                    self.down = True
                     return error
                 log.warning("MLflow %s failed (%s); retrying in %.1f s", what, error, delay)
                 time.sleep(delay)
