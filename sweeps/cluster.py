@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 __all__ = [
+    "alive_gpus",
     "PACKAGES",
     "StoreCheck",
     "check_address",
@@ -269,3 +270,17 @@ def auth_headers(environ: Mapping[str, str] | None = None, home: Path | None = N
         except (OSError, UnicodeDecodeError):
             token = ""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def alive_gpus(address: str) -> float | None:
+    """GPUs of the alive nodes of the Ray cluster whose dashboard is at ``address`` (Ray's state
+    API, with :func:`auth_headers`); None when it cannot tell (no state API, no answer)."""
+    from ray.util.state import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    try:
+        nodes = StateApiClient(address=address, headers=auth_headers() or None).list(
+            StateResource.NODES, options=ListApiOptions(limit=10_000, detail=False), raise_on_missing_output=False)
+    except Exception:  # noqa: BLE001 - a cluster without the state API: the job's own check decides
+        return None
+    return sum(float((node.resources_total or {}).get("GPU", 0)) for node in nodes if str(node.state) == "ALIVE")

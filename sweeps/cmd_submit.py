@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 def _submit(args: argparse.Namespace) -> int:
     from sweeps.cli import UsageError
-    from sweeps.cluster import check_address, check_stores, stage_working_dir, tree_size
+    from sweeps.cluster import alive_gpus, check_address, check_stores, stage_working_dir, tree_size
     from sweeps.cmd_run import prepare
 
     spec = prepare(args.spec, args.run_cap, args.concurrency)  # a bad spec stops here: no connection
@@ -66,6 +66,9 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"mlpsweep submit: warning: {line}", file=sys.stderr)
 
     client = _connect(args.address)
+    if spec.device == "cuda" and alive_gpus(args.address) == 0:  # else the job would stop at its start
+        raise UsageError(f"device: cuda, but the Ray cluster at {args.address} has no GPU node; set device: cpu, "
+                         "or auto (a GPU where a worker has one), or add GPU nodes")
     with tempfile.TemporaryDirectory(prefix="mlpsweep-job-") as staging:
         spec_file = stage_working_dir(staging, args.spec, data_files)
         files, size = tree_size(staging)

@@ -288,6 +288,17 @@ def test_submit_without_the_token_is_refused_before_any_job(cluster):
     assert _jobs(cluster) == []
 
 
+def test_submit_of_a_cuda_sweep_to_a_cluster_without_gpus_is_refused_before_any_job(cluster):
+    spec = cluster["work"] / "gpu.yaml"
+    spec.write_text(SPEC + "device: cuda\n")
+    proc = _mlpsweep(cluster, "submit", spec.name, "--address", cluster["dashboard"], "--tracking-uri",
+                     cluster["tracking"], "--storage", cluster["storage"], timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "device: cuda" in errors[0] and "no GPU" in errors[0], proc.stderr
+    assert _jobs(cluster) == []  # nothing submitted: the job would only have stopped at its start
+
+
 @pytest.fixture(scope="module")
 def first(cluster):
     started = time.monotonic()
