@@ -80,14 +80,18 @@ def _create_sqlite_store(path: Path) -> None:
 def schema_template() -> Path | None:
     """Where the empty SQLite schema of this MLflow's newest migration is kept (it may not exist
     yet): ``$XDG_CACHE_HOME/mlpsweep`` (else ``~/.cache/mlpsweep``); None without a usable folder."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
+    try:  # MLflow's own helper (private: a release without it just gets no template)
+        from mlflow.store.db.utils import _get_latest_schema_revision
 
+        revision = _get_latest_schema_revision()
+    except Exception:  # noqa: BLE001
+        return None
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlpsweep"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    return folder / f"mlflow-schema-{_get_latest_schema_revision()}.db"
+    return folder / f"mlflow-schema-{revision}.db"
 
 
 def _build_store(side: Path, template: Path | None) -> None:
