@@ -86,15 +86,12 @@ def write_checkpoint(
     sizes = validate_sizes(sizes)
     (directory / MODEL_FILE).write_bytes(model)
     digest = hashlib.sha256(model).hexdigest()
-    shapes = {}
-    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes[f"{l}_weight"], shapes[f"{l}_bias"] = [fan_in, fan_out], [fan_out]
     meta = {
         "format": FORMAT,
         "architecture": canonical_architecture(sizes, activation),
         "sizes": list(sizes),
         "activation": activation,
-        "parameters": shapes,
+        "parameters": {name: list(shape) for name, shape in _shapes(sizes).items()},
         "sha256": digest,
         **({"extra": dict(extra)} if extra else {}),
     }
@@ -102,11 +99,17 @@ def write_checkpoint(
     return digest
 
 
-def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:
-    expected: dict[str, tuple[int, ...]] = {}
+def _shapes(sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape in the course's naming:
+    ``{"0_weight": (fan_in, fan_out), "0_bias": (fan_out,), ...}``."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        expected[f"{l}_weight"] = (fan_in, fan_out)
-        expected[f"{l}_bias"] = (fan_out,)
+        shapes[f"{l}_weight"], shapes[f"{l}_bias"] = (fan_in, fan_out), (fan_out,)
+    return shapes
+
+
+def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:
+    expected = _shapes(sizes)
     if set(state) != set(expected):
         raise CheckpointError(
             f"checkpoint: parameters {sorted(state)} do not match architecture {list(sizes)} "

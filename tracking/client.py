@@ -53,28 +53,37 @@ def _create_sqlite_store(path: Path) -> None:
     if path.exists() or not path.parent.is_dir():
         return
     side = path.with_name(f".{path.name}.creating-{os.getpid()}")
-    fresh = side.with_name(side.name + "-fresh")  # MLflow keeps one engine per URI: a retry gets another
-    template = schema_template()
-    usable = template is not None and template.is_file()
     try:
-        built = side
-        try:
-            _build_store(side, template if usable else None)
-        except Exception:
-            if template is None or not usable:
-                raise
-            log.warning("the MLflow schema template %s is unusable; building the schema anew", template)
-            template.unlink(missing_ok=True)
-            usable, built = False, fresh
-            _build_store(fresh, None)
-        if template is not None and not usable:
-            _keep_template(built, template)
+        built = _build_with_template(side, schema_template())
         os.link(built, path)  # fails if another process created the store meanwhile: keep theirs
     except FileExistsError:
         pass
     finally:
         _remove_sqlite(side)
-        _remove_sqlite(fresh)
+        _remove_sqlite(_fresh(side))
+
+
+def _build_with_template(side: Path, template: Path | None) -> Path:
+    """Build a store at ``side`` from ``template`` when there is one; else (or when it proves
+    damaged: it is removed) by MLflow's migrations, keeping a template for next time. Returns
+    where the store was built."""
+    if template is not None and template.is_file():
+        try:
+            _build_store(side, template)
+            return side
+        except Exception:  # noqa: BLE001 - the migrations below say what is really wrong, if anything
+            log.warning("the MLflow schema template %s is unusable; building the schema anew", template)
+            template.unlink(missing_ok=True)
+            side = _fresh(side)
+    _build_store(side, None)
+    if template is not None:
+        _keep_template(side, template)
+    return side
+
+
+def _fresh(side: Path) -> Path:
+    """A second side file for a retry: MLflow keeps one engine per URI."""
+    return side.with_name(side.name + "-fresh")
 
 
 def schema_template() -> Path | None:
