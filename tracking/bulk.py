@@ -9,8 +9,9 @@ workers' training. On a SQL store (SQLite, PostgreSQL, MySQL) :func:`write_run` 
 artifacts under the run's artifact URI first, then inserts every row of the run into MLflow's
 own tables in one transaction, applying ``SqlAlchemyStore``'s own validation, NaN/inf
 sanitising, duplicate rule and latest-metric rule; tests/tracking/test_bulk.py compares every
-row with what MLflow's client writes. A reader never sees the run half-written, and a process
-killed mid-write leaves no run at all (at most unreferenced artifact files). Any other store
+row with what MLflow's client writes. A reader never sees the run half-written; a refused or
+failed write removes the run's local artifact folder, and a process killed mid-write leaves no
+run at all (at most unreferenced artifact files). Any other store
 (``mlflow server`` over HTTP) gets MLflow's client calls.
 """
 from __future__ import annotations
@@ -75,14 +76,27 @@ def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: 
     run_id = uuid.uuid4().hex
     artifact_uri = append_to_uri_path(location, run_id, store.ARTIFACTS_FOLDER_NAME)
     local = _local_folder(artifact_uri) if callable(artifacts) else None
-    if local is not None:
-        artifacts(local)  # type: ignore[operator]
-    else:
-        with _folder(artifacts) as folder:
-            if folder is not None:
-                log_folder(client, artifact_uri, folder)
-    _insert(store, _run_rows(store, experiment_id, run_id, artifact_uri, run_name, tags, params, metrics, status))
+    try:
+        if local is not None:
+            artifacts(local)  # type: ignore[operator]
+        else:
+            with _folder(artifacts) as folder:
+                if folder is not None:
+                    log_folder(client, artifact_uri, folder)
+        _insert(store, _run_rows(store, experiment_id, run_id, artifact_uri, run_name, tags, params, metrics, status))
+    except Exception:  # (an interrupt may come after the commit: its files stay, as for a kill)
+        _remove_local(artifact_uri, run_id)  # a refused or failed run leaves no files behind
+        raise
     return run_id
+
+
+def _remove_local(artifact_uri: str, run_id: str) -> None:
+    """Delete the folder of a run that was never inserted (``<location>/<run_id>``), when local."""
+    import shutil
+
+    folder = _local_folder(artifact_uri)
+    if folder is not None and folder.parent.name == run_id:
+        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 @contextmanager

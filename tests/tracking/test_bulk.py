@@ -140,9 +140,15 @@ def test_refuses_what_mlflow_refuses_and_leaves_no_run(sqlite_client, tmp_path, 
     with pytest.raises(MlflowException, match=message):
         client.log_batch(run_id, metrics=values, params=params)
     before = runs_in(client, experiment_id)
+    location = Path(client.get_experiment(experiment_id).artifact_location.removeprefix("file://"))
+    folders = set(location.iterdir()) if location.exists() else set()
+    made: list[Path] = []
     with pytest.raises(MlflowException, match=message):
-        write_run(client, experiment_id, run_name="r", tags={}, params=params, metrics=values, status="FINISHED")
+        write_run(client, experiment_id, run_name="r", tags={}, params=params, metrics=values, status="FINISHED",
+                  artifacts=_files(made))
     assert runs_in(client, experiment_id) == before
+    assert made and not made[0].exists()  # the checkpoint written before the refusal is gone with its run folder
+    assert set(location.iterdir()) == folders
 
 
 def test_a_deleted_experiment_gets_no_run(sqlite_client):
