@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from models.config import check_activation
+
 __all__ = ["Activation", "ACTIVATIONS", "get_activation", "activation_names"]
 
 LEAKY_SLOPE = 0.01
@@ -135,9 +137,4 @@ def get_activation(name: str) -> Activation:
     Raises:
         ValueError: the name is not registered; the message lists the valid names.
     """
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"activation: unknown {name!r}; choose one of {', '.join(ACTIVATIONS)}"
-        ) from None
+    return ACTIVATIONS[check_activation(name)]

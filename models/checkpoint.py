@@ -3,6 +3,8 @@
 ``model.pt`` holds only tensors and is read with ``torch.load(..., weights_only=True)``, which
 refuses any pickle that would import or call code. ``architecture.json`` records the sizes, the
 activation and the SHA-256 of ``model.pt``; loading checks the digest before unpickling.
+Writing the files of bytes a worker made (:func:`write_checkpoint`) needs no torch: the sweep's
+MLflow writer does it without importing torch.
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-from torch import Tensor
+from models.config import canonical_architecture, validate_sizes
 
-from models.mlp import MLP, canonical_architecture, validate_sizes
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from models.mlp import MLP
 
 __all__ = ["CheckpointError", "save_checkpoint", "state_bytes", "write_checkpoint", "load_checkpoint",
            "load_state_dict", "file_sha256", "MODEL_FILE", "ARCH_FILE"]
@@ -64,6 +68,8 @@ def save_checkpoint(
 def state_bytes(state_dict: Mapping[str, Tensor], sizes: list[int] | tuple[int, ...]) -> bytes:
     """The contents of ``model.pt`` for ``state_dict`` (checked against ``sizes``): what a worker
     sends back, so that the sweep driver and the tracking process handle bytes, not tensors."""
+    import torch
+
     sizes = validate_sizes(sizes)
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     _check_state(plain, sizes)
@@ -109,6 +115,8 @@ def _shapes(sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
 
 
 def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:
+    from torch import Tensor
+
     expected = _shapes(sizes)
     if set(state) != set(expected):
         raise CheckpointError(
@@ -155,6 +163,8 @@ def load_state_dict(directory: str | os.PathLike, expected_sha256: str | None = 
                 f"checkpoint: {model_path} has SHA-256 {actual[:12]}…, but {label} records {want[:12]}…; "
                 "refusing to load a file that changed"
             )
+    import torch
+
     try:
         state = torch.load(model_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
@@ -173,6 +183,10 @@ def load_checkpoint(directory: str | os.PathLike, expected_sha256: str | None = 
     Raises:
         CheckpointError: see :func:`load_state_dict`.
     """
+    import torch
+
+    from models.mlp import MLP
+
     state, meta = load_state_dict(directory, expected_sha256)
     model = MLP(meta["sizes"], meta["activation"])
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})

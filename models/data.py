@@ -1,7 +1,8 @@
 """Datasets for the sweeps: the four built-ins of the course notebooks and the user's own files.
 
 Every dataset comes back as a :class:`Dataset` of float32 tensors split into train, validation
-and test. The validation rows are always drawn from the training set with a seeded split; the
+and test (:func:`load_dataset`); :func:`load_arrays` stops before the tensors, without importing
+torch (the sweep driver only checks the data and reads its shape). The validation rows are always drawn from the training set with a seeded split; the
 test set is fixed by the recipe (or by ``test_path``) and never touched by the split.
 Everything is deterministic for a given ``(name, validation_fraction, seed)``.
 
@@ -29,13 +30,14 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
-__all__ = ["Standardization", "Dataset", "BUILTIN_DATASETS", "load_dataset"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["Standardization", "Dataset", "Arrays", "BUILTIN_DATASETS", "load_arrays", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class Dataset:
     standardization: Standardization | None = None
 
     def __post_init__(self) -> None:
+        import torch
+
         d_in, d_out = len(self.feature_names), len(self.target_names)
         for split in ("train", "val", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
@@ -338,6 +342,27 @@ def _fit(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+@dataclass(frozen=True, eq=False)
+class Arrays:
+    """A dataset as :func:`load_dataset` returns it, before the tensors: float64 arrays holding
+    float32 values, split and (when ``standardization`` is set: ``(x_mean, x_std, y_mean,
+    y_std)``) standardised."""
+
+    name: str
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+    splits: tuple[np.ndarray, ...]  # X_train, y_train, X_val, y_val, X_test, y_test
+    standardization: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_names)
+
+
 def load_dataset(name_or_path: str | os.PathLike[str], validation_fraction: float = 0.2, seed: int = 0,
                  *, features: Sequence[str] | None = None, targets: Sequence[str] | None = None,
                  test_path: str | os.PathLike[str] | None = None, standardize: bool = False) -> Dataset:
@@ -364,6 +389,23 @@ def load_dataset(name_or_path: str | os.PathLike[str], validation_fraction: floa
             column, overlapping features and targets, or a fraction/seed out of range. The
             message starts with the field to change, e.g. ``data.features: ...``.
     """
+    import torch
+
+    arrays = load_arrays(name_or_path, validation_fraction, seed, features=features, targets=targets,
+                         test_path=test_path, standardize=standardize)
+    t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    standardization = Standardization(*map(t, arrays.standardization)) if arrays.standardization else None
+    X_tr, y_tr, X_va, y_va, X_te, y_te = map(t, arrays.splits)
+    ds = Dataset(arrays.name, arrays.feature_names, arrays.target_names, X_tr, y_tr, X_va, y_va, X_te, y_te,
+                 standardization)
+    logger.debug("loaded dataset %s", ds.describe())
+    return ds
+
+
+def load_arrays(name_or_path: str | os.PathLike[str], validation_fraction: float = 0.2, seed: int = 0,
+                *, features: Sequence[str] | None = None, targets: Sequence[str] | None = None,
+                test_path: str | os.PathLike[str] | None = None, standardize: bool = False) -> Arrays:
+    """:func:`load_dataset` (same arguments, same checks and errors) up to the tensors."""
     if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, numbers.Real) \
             or not 0 <= validation_fraction < 1:
         raise ValueError(f"data.validation_fraction: must be a number in [0, 1), got {validation_fraction!r}")
@@ -395,11 +437,5 @@ def load_dataset(name_or_path: str | os.PathLike[str], validation_fraction: floa
     if standardize or raw.standardize:
         (x_mean, x_std), (y_mean, y_std) = _fit(X_tr), _fit(y_tr)
         splits = [(a - m) / s for a, (m, s) in zip(splits, [(x_mean, x_std), (y_mean, y_std)] * 3)]
-        t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-        standardization = Standardization(t(x_mean), t(x_std), t(y_mean), t(y_std))
-
-    X_tr, y_tr, X_va, y_va, X_te, y_te = (torch.tensor(a, dtype=torch.float32) for a in splits)
-    ds = Dataset(name, raw.feature_names, raw.target_names, X_tr, y_tr, X_va, y_va, X_te, y_te,
-                 standardization)
-    logger.debug("loaded dataset %s", ds.describe())
-    return ds
+        standardization = (x_mean, x_std, y_mean, y_std)
+    return Arrays(name, raw.feature_names, raw.target_names, tuple(splits), standardization)

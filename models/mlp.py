@@ -13,31 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from models.activations import Activation, get_activation
+from models.config import canonical_architecture, validate_sizes
 
 __all__ = ["MLP", "validate_sizes", "canonical_architecture", "init_parameters"]
-
-
-def validate_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
-    """Check an architecture's layer sizes and return them as a tuple of ints.
-
-    Raises:
-        ValueError: fewer than two sizes, or a size that is not a positive integer.
-    """
-    try:
-        out = tuple(sizes)
-    except TypeError:
-        raise ValueError(f"sizes: must be a list of positive integers like [1, 10, 1], got {sizes!r}") from None
-    if len(out) < 2:
-        raise ValueError(f"sizes: needs at least input and output size, like [1, 10, 1]; got {list(out)}")
-    for i, s in enumerate(out):
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"sizes[{i}]: must be a positive integer, got {s!r} (in {list(out)})")
-    return out
-
-
-def canonical_architecture(sizes: Sequence[int], activation: str) -> str:
-    """The architecture's canonical name, e.g. ``"1-10-10-1:sigmoid"``."""
-    return "-".join(str(s) for s in validate_sizes(sizes)) + ":" + get_activation(activation).name
 
 
 def init_parameters(

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 from models.activations import get_activation
+from models.config import (BATCHED_OPTIMIZERS, DEFAULT_LR, OPTIMIZERS, SEQUENTIAL_OPTIMIZERS, TrainConfig,
+                           restart_seed, stack_key)
 from models.data import Dataset
-from models.mlp import validate_sizes
 
 __all__ = [
     "OPTIMIZERS",
@@ -39,10 +40,6 @@ __all__ = [
     "stack_key",
 ]
 
-BATCHED_OPTIMIZERS = ("adam", "sgd", "rmsprop")
-SEQUENTIAL_OPTIMIZERS = ("lbfgs", "bfgs", "lbfgsb")
-OPTIMIZERS = BATCHED_OPTIMIZERS + SEQUENTIAL_OPTIMIZERS
-DEFAULT_LR = {"adam": 0.01, "sgd": 0.01, "rmsprop": 0.01, "lbfgs": 0.5, "bfgs": 1.0, "lbfgsb": 1.0}
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 RMSPROP_ALPHA = 0.99
@@ -52,79 +49,6 @@ SCIPY_GTOL = 1e-6
 
 # Row statuses. Diverged rows are excluded from selection.
 CONVERGED, MAX_EPOCHS, PRUNED, RUNNING = "converged", "max_epochs", "pruned", "running"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One trial's training recipe (everything but the data).
-
-    Args:
-        sizes: ``[d_in, h1, ..., d_out]``.
-        activation: a registered activation name.
-        optimizer: one of :data:`OPTIMIZERS`.
-        lr: learning rate; ``None`` takes the optimizer's default (:data:`DEFAULT_LR`).
-        momentum: SGD / RMSprop momentum.
-        nesterov: Nesterov momentum for SGD (needs momentum > 0).
-        weight_decay: L2 penalty λ·Σ‖W‖² over the weights (not biases) added to the objective.
-        batch_size: ``None`` for full batch, 1 for single-sample SGD, else mini-batches.
-        max_epochs: epoch budget (scipy: iteration budget).
-        restarts: independent random initialisations; the lowest training MSE wins.
-        tol: stop a restart when its objective changes by less than this between epochs.
-        seed: base seed; restart ``r`` uses :func:`restart_seed` ``(seed, r)``.
-    """
-
-    sizes: tuple[int, ...]
-    activation: str = "sigmoid"
-    optimizer: str = "adam"
-    lr: float | None = None
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int | None = None
-    max_epochs: int = 2000
-    restarts: int = 10
-    tol: float = 1e-6
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sizes", validate_sizes(self.sizes))
-        get_activation(self.activation)
-        problems = []
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer: unknown {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"lr: must be a finite number > 0, got {self.lr!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            problems.append(f"momentum: must be in [0, 1), got {self.momentum!r}")
-        if self.nesterov and self.momentum <= 0:
-            problems.append("nesterov: needs momentum > 0")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            problems.append(f"batch_size: must be >= 1 or None (full batch), got {self.batch_size!r}")
-        if self.max_epochs < 1:
-            problems.append(f"max_epochs: must be >= 1, got {self.max_epochs!r}")
-        if self.restarts < 1:
-            problems.append(f"restarts: must be >= 1, got {self.restarts!r}")
-        if not self.tol >= 0:
-            problems.append(f"tol: must be >= 0, got {self.tol!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def learning_rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-
-
-def stack_key(config: TrainConfig) -> tuple:
-    """Configs with equal keys can share one batched computation (co-batching)."""
-    batched = config.optimizer in BATCHED_OPTIMIZERS
-    return (config.sizes, config.activation, config.optimizer, config.batch_size, config.nesterov, batched)
-
-
-def restart_seed(seed: int, restart: int) -> int:
-    """The seed of restart ``restart`` under base ``seed``: independent of how many restarts run."""
-    return int(np.random.SeedSequence([int(seed) & (2**63 - 1), int(restart)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 @dataclass(frozen=True)

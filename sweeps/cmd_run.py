@@ -79,18 +79,18 @@ def load_run_spec(spec_path: str, run_cap: int | None = None, concurrency: int |
 
 
 def check_data(spec: Any) -> None:
-    """Load the spec's dataset once (a file: read and checked; imports torch).
+    """Load the spec's dataset once (a file: read and checked), as arrays: no torch here.
 
     Raises:
         UsageError: the first problem with the data, naming the field to change.
     """
     from sweeps.cli import UsageError
-    from models.data import load_dataset
+    from models.data import load_arrays
     from sweeps.driver import data_config
 
     dc = data_config(spec)
     try:
-        load_dataset(dc.dataset, **dc.load_kwargs())
+        load_arrays(dc.dataset, **dc.load_kwargs())
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
 
@@ -109,10 +109,11 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     from sweeps.console import progress_line, stderr_console
 
     # Ray's start-up mostly waits on its own processes: beside it, the MLflow writer process
-    # starts (MLflow's import, the store), and this process imports torch and loads the data (a
-    # built-in set cannot fail to load: the spec checked it whole; a file was read before). Ray
-    # stays in this thread (its processes die with the thread that made them). Under ``device:
-    # cuda`` the writer starts only once the GPU check passed: a refused run creates no store.
+    # starts (MLflow's import, the store), and this process imports the driver (Optuna; never
+    # torch: the workers' alone) and checks the data (a built-in set cannot fail to load: the
+    # spec checked it whole; a file was read before). Ray stays in this thread (its processes die
+    # with the thread that made them). Under ``device: cuda`` the writer starts only once the GPU
+    # check passed: a refused run creates no store.
     early = start_tracker(tracking_uri, spec.name, report) if spec.device != "cuda" else None
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
         loading = pool.submit(_import_and_load, spec, ray_address)
@@ -163,7 +164,7 @@ def start_backend(ray_address: str | None, concurrency: int,
                   imported: Callable[[], object] = lambda: None, device: str = "cpu") -> Any:
     """Where trials run: a local Ray (default), an existing cluster, or this process (``none``).
 
-    ``imported()`` returns once another thread has imported the trial code (torch): it is called
+    ``imported()`` returns once another thread has imported the driver's code: it is called
     after Ray's start, before this thread imports that code itself (two threads importing one
     package at once can see it half made). With ``device: cuda`` the workers ask Ray for a share
     of a GPU each, so that they run on nodes with one.
@@ -195,7 +196,7 @@ def start_backend(ray_address: str | None, concurrency: int,
 
 
 def _import_and_load(spec: Any, ray_address: str | None) -> None:
-    import sweeps.driver  # noqa: F401  (torch, Optuna, the trial code)
+    import sweeps.driver  # noqa: F401  (Optuna, the records; torch is the workers')
     from tracking.client import enable_fast_sqlite
 
     enable_fast_sqlite()  # before the driver opens Optuna's storage (a SQLite one: no fsync per trial)

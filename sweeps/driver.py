@@ -33,8 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from models.mlp import canonical_architecture
-from models.training import TrainConfig, stack_key
+from models.config import TrainConfig, canonical_architecture, stack_key
 from sweeps import optuna_adapter as oa
 from sweeps.spec import SweepSpec, hidden_widths, spec_digest, spec_to_yaml
 from workers.backend import Backend, Finished, JobLost, JobUpdate, Reported, Verified
@@ -184,10 +183,10 @@ class SweepDriver:
     # ----------------------------------------------------------------- set-up
     def _data_shape(self) -> tuple[int, int]:
         if self._io is None:
-            from models.data import load_dataset
+            from models.data import load_arrays
 
             dc = data_config(self.spec)
-            data = load_dataset(dc.dataset, **dc.load_kwargs())
+            data = load_arrays(dc.dataset, **dc.load_kwargs())
             self._io = (data.n_features, data.n_targets)
         return self._io
 

@@ -55,6 +55,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from models.config import ACTIVATION_NAMES, OPTIMIZERS
 from sweeps.space import Categorical, Choice, Constant, Dimension, FloatRange, IntRange, grid_size
 
 __all__ = [
@@ -85,12 +86,8 @@ __all__ = [
     "hidden_widths",
 ]
 
-# The engine's closed registries, restated here so the spec needs no torch; a unit test checks
-# they equal models.training.OPTIMIZERS and models.activations.ACTIVATIONS.
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rmsprop", "lbfgs", "bfgs", "lbfgsb")
-ACTIVATION_NAMES: tuple[str, ...] = (
-    "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softplus", "identity",
-)
+# The engine's closed registries (models.config holds them without torch); the built-in datasets
+# restated so the spec needs no numpy either: a unit test checks they equal models.data's.
 BUILTIN_DATASETS: tuple[str, ...] = ("seed-1d", "seed-2d-quadratic", "seed-rotation", "iris-petal")
 DATA_FILE_SUFFIXES: tuple[str, ...] = (".csv", ".npz")
 METHODS: tuple[str, ...] = ("tpe", "bayes", "random", "grid", "cmaes", "gp", "qmc")

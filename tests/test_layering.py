@@ -17,6 +17,10 @@ BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
      ["ray", "mlflow", "optuna"]),
     (["workers.trial", "workers.records", "workers.backend"], ["ray", "mlflow", "optuna"]),
     (["sweeps.spec", "sweeps.space"], ["ray", "mlflow", "optuna", "torch"]),
+    # the sweep driver and the MLflow writer: torch's import is a CPU-second at a run's start
+    (["models", "models.config", "models.data", "models.verdict", "models.checkpoint", "workers.records",
+      "workers.backend", "workers.ray_backend", "sweeps.driver", "sweeps.cmd_run", "tracking.sweep",
+      "tracking.writer", "tracking.verification", "tracking.bulk"], ["torch"]),
 ])
 def test_core_imports_without_engines(modules, blocked):
     code = BLOCK.format(names=blocked) + "".join(f"import {m}\n" for m in modules)
@@ -30,3 +34,16 @@ def test_the_check_can_fail():
     code = BLOCK.format(names=["ray"]) + "import workers.ray_backend\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "ray" in proc.stderr
+
+
+def test_the_driver_checks_data_and_builds_trials_without_torch():
+    code = BLOCK.format(names=["torch"]) + (
+        "from models.config import TrainConfig, canonical_architecture, stack_key\n"
+        "from models.data import load_arrays\n"
+        "data = load_arrays('iris-petal', 0.2, 0)\n"
+        "assert (data.n_features, data.n_targets) == (2, 2) and data.standardization is not None\n"
+        "config = TrainConfig((2, 5, 2), 'tanh', 'adam', lr=0.01)\n"
+        "assert canonical_architecture(config.sizes, config.activation) == '2-5-2:tanh' and stack_key(config)\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

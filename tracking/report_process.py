@@ -1,10 +1,11 @@
 """The end-of-run report, drawn by a child that the MLflow writer process forks at its start.
 
 The report needs MLflow's store, torch (the fit picture), matplotlib and scikit-learn (Optuna's
-fANOVA): seconds of imports. The writer process has imported the first two when it forks this
-child (in milliseconds, sharing them), so the child imports only the plotting stack, at low
-priority, while Ray starts; it then waits for :meth:`ReportChild.draw`, sent once every trial
-is written, and draws while the driver shuts Ray down. Where fork is unavailable
+fANOVA): seconds of imports. The writer process has imported MLflow when it forks this child (in
+milliseconds, sharing it), so the child imports the rest at low priority, on CPU that Ray's
+start and the workers leave idle (the writer itself needs no torch); it then waits for
+:meth:`ReportChild.draw`, sent once every trial is written, and draws while the driver shuts
+Ray down. Where fork is unavailable
 (:data:`tracking.forked.FORK`), the report is drawn in the driver by :meth:`ReportChild.wait`.
 """
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _kill(pid: int | None) -> None:
 
 
 def fork_report_child(conn: Any, client: Any) -> None:
-    """In the writer process, with MLflow and torch imported: fork the report child, which
+    """In the writer process, with MLflow imported: fork the report child, which
     serves one draw request from ``conn`` and exits (at once when the pipe closes unused).
     ``client`` is the writer's MLflow client, whose pooled connections the child must not share."""
     if not FORK:
@@ -127,6 +128,8 @@ def _serve_one(conn: Any, client: Any) -> int:
     from tracking.forked import forget_connections
 
     forget_connections(client)
+    import torch  # noqa: F401  (the fit picture)
+
     import optuna.importance  # noqa: F401  (fANOVA pulls in scikit-learn: the slowest import)
 
     from tracking.report import log_report_artifacts

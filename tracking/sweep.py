@@ -20,7 +20,7 @@ from tracking.client import resolve_tracking_uri
 from tracking.runs import CURVE_POINTS, CURVES_FILE, TAG, curve_steps
 from tracking.writer import TrackingError, WriterProcess, run_key
 
-if TYPE_CHECKING:  # torch: the driver starts this tracker while another thread imports it
+if TYPE_CHECKING:  # the driver starts this tracker while another thread imports the records
     from workers.records import TrialConfig, TrialResult
 
 __all__ = ["SweepTracker", "SweepRunInfo", "default_storage", "artifact_root_for", "TAG", "CURVE_POINTS",

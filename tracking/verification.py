@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, ViewType
 
-from models.mlp import canonical_architecture
-from models.verify import GradCheckReport, verify_backprop
+from models.config import canonical_architecture
+from models.verdict import GradCheckReport
 from tracking.bulk import write_run
 
 __all__ = [
@@ -182,7 +182,7 @@ def verify_and_record(
     parent_run_id: str | None = None,
     sweep: str | None = None,
     force: bool = False,
-    runner: Runner = verify_backprop,
+    runner: Runner | None = None,
     **verify_kwargs: Any,
 ) -> VerificationRecord:
     """Verify an architecture and record it, unless the experiment already holds a verdict.
@@ -194,7 +194,8 @@ def verify_and_record(
         parent_run_id, sweep: passed to :func:`record_verification`.
         force: verify and record again even if a verdict exists.
         runner: runs the verification (``runner(sizes, activation, **verify_kwargs)``); default
-            in-process, e.g. :func:`workers.verification.run_remote` to run it on Ray.
+            :func:`models.verify.verify_backprop` in-process (imported here only then: the
+            sweep's writer records verdicts without torch), e.g. :func:`workers.verification.run_remote` to run it on Ray.
         **verify_kwargs: settings for :func:`models.verify.verify_backprop`.
 
     Returns:
@@ -209,6 +210,8 @@ def verify_and_record(
         if found is not None:
             log.info("%s already verified in run %s: %s", architecture, *found)
             return VerificationRecord(run_id=found[0], verdict=found[1], reused=True)
+    if runner is None:
+        from models.verify import verify_backprop as runner
     report = runner(list(sizes), activation, **verify_kwargs)
     run_id = record_verification(client, experiment_id, report, parent_run_id=parent_run_id, sweep=sweep)
     return VerificationRecord(run_id=run_id, verdict=report.verdict, reused=False, report=report)

@@ -296,11 +296,11 @@ class RunWriter:
 
 # --------------------------------------------------------------------- the child process
 def _warm_up(writer: RunWriter) -> None:
-    """Import and open now, while the sweep starts, what the first writes need (torch, which a
-    trial's config brings with it, MLflow's store module and connection: seconds): else the first trials wait
-    that long for their runs, and the driver's next asks wait for them."""
-    import torch  # noqa: F401
-
+    """Import and open now, while the sweep starts, what the first writes need (MLflow's store
+    module and connection: seconds): else the first trials wait that long for their runs, and the
+    driver's next asks wait for them. Not torch: a trial's config and checkpoint bytes need none
+    (:mod:`models.config`, :func:`models.checkpoint.write_checkpoint`); the report child imports
+    it for the fit picture, at low priority."""
     import models.checkpoint  # noqa: F401
     import tracking.verification  # noqa: F401
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: F401
@@ -400,7 +400,7 @@ def _metrics(points: list[tuple[str, float | int | None, int, int]]) -> list[Met
 
 def _exit_now(writer: RunWriter, outbox: Any) -> None:
     """Everything is written and the reply sent: close the store's connections and end the process
-    without the interpreter's teardown of torch, MLflow and SQLAlchemy (~1 s the driver waited for)."""
+    without the interpreter's teardown of MLflow and SQLAlchemy (~1 s the driver waited for)."""
     from tracking.bulk import sql_store
 
     try:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, Union
 
 from workers.records import FAIL, TrialConfig, TrialResult, gate_reason
-from workers.trial import DatasetCache, TrialSession
+
+if TYPE_CHECKING:  # the trial code (torch) is the workers': the driver imports this module without it
+    from workers.trial import TrialSession
 
 __all__ = ["Backend", "Reported", "Finished", "JobUpdate", "JobLost", "Verified", "Event", "InProcessBackend",
            "WorkerState"]
@@ -92,6 +94,8 @@ class WorkerState:
     """
 
     def __init__(self, node: str | None = None) -> None:
+        from workers.trial import DatasetCache
+
         self.node = node
         self.datasets = DatasetCache()
         self.sessions: dict[int, TrialSession] = {}
@@ -107,6 +111,8 @@ class WorkerState:
                 reason = gate_reason(checked[0].architecture, error)
                 return JobUpdate(job, checked + tuple(Finished(TrialResult(c.number, FAIL, reason=reason, node=self.node))
                                                       for c in configs), True)
+        from workers.trial import TrialSession
+
         try:
             self.sessions[job] = TrialSession(list(configs), self.datasets.get(configs[0].data), self.node)
         except Exception as exc:
@@ -131,7 +137,7 @@ class WorkerState:
 
     def verify(self, sizes: tuple[int, ...], activation: str) -> Verified:
         """Run the backprop verification of one architecture; a crash is a report-less event."""
-        from models.mlp import canonical_architecture
+        from models.config import canonical_architecture
         from workers.verification import run_verification
 
         architecture = canonical_architecture(sizes, activation)

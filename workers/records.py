@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.training import TrainConfig
+from models.config import TrainConfig
 
 __all__ = ["DataConfig", "TrialConfig", "TrialResult", "Checkpoint", "COMPLETE", "FAIL", "PRUNED", "gate_reason"]
 

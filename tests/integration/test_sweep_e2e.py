@@ -160,3 +160,22 @@ def test_tpe_past_its_random_start_proposes_the_same_trials_whatever_the_timing(
     assert len(ray_trials) == len(local_trials) == 16
     assert [t.params for t in ray_trials] == [t.params for t in local_trials]
     assert [t.value for t in ray_trials] == pytest.approx([t.value for t in local_trials], rel=1e-6)
+
+
+def test_the_driver_process_never_imports_torch(tmp_path):
+    """torch's import is ~1 CPU-second that a run's start (Ray, its workers) needs more: the
+    driver builds, schedules and tells trials with :mod:`models.config` and the data's arrays."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    spec = write_spec(tmp_path, name="torchless", run_cap=3, epochs=20)
+    script = ("import sys; from sweeps.cli import main; "
+              f"code = main(['run', {str(spec)!r}, '--quiet']); print('exit', code, 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**env, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.split()[-3:] == ["exit", "0", "False"], proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(stored_study(tmp_path, "torchless").trials) == 3

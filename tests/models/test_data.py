@@ -445,3 +445,18 @@ def test_npz_without_y_and_pickled_arrays(tmp_path: Path) -> None:
     np.savez(pickled, a=np.array([{"x": 1}, None], dtype=object), b=TRAIN[:2, 0])
     with pytest.raises(ValueError, match=r"^data\.dataset: cannot read pickled\.npz"):
         load_dataset(pickled)
+
+
+@pytest.mark.parametrize("name", BUILTIN_DATASETS)
+def test_arrays_are_the_dataset_before_its_tensors(name):
+    """The driver checks the data and reads its shape from ``load_arrays`` (no torch); the
+    workers train on ``load_dataset``: one recipe, the same numbers."""
+    from models.data import load_arrays
+
+    arrays, ds = load_arrays(name, 0.25, 3), load_dataset(name, 0.25, 3)
+    assert (arrays.n_features, arrays.n_targets, arrays.feature_names) == (ds.n_features, ds.n_targets,
+                                                                           ds.feature_names)
+    tensors = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.X_test, ds.y_test)
+    for array, tensor in zip(arrays.splits, tensors, strict=True):
+        assert torch.equal(torch.tensor(array, dtype=torch.float32), tensor)
+    assert (arrays.standardization is None) == (ds.standardization is None)

@@ -457,10 +457,13 @@ def test_spec_and_space_import_without_engines(tmp_path: Path) -> None:
 def test_registries_match_the_engine() -> None:
     pytest.importorskip("torch")
     from models.activations import ACTIVATIONS
+    from models.data import BUILTIN_DATASETS as DATASETS
     from models.training import OPTIMIZERS as ENGINE_OPTIMIZERS
+    from sweeps.spec import BUILTIN_DATASETS
 
     assert ACTIVATION_NAMES == tuple(ACTIVATIONS)
     assert OPTIMIZERS == tuple(ENGINE_OPTIMIZERS)
+    assert BUILTIN_DATASETS == DATASETS
 
 
 # ---------------------------------------------------------------------------- the search space

@@ -102,6 +102,32 @@ def test_a_dead_writer_answers_every_waiting_trial_with_an_error(tmp_path):
     assert errors and "writer process died" in errors[0]
 
 
+def test_the_writer_records_checkpoints_and_verdicts_without_importing_torch(tmp_path):
+    """torch's import is ~1 CPU-second at the start of a run, when Ray and its workers need every
+    core: the writer stores a trial's checkpoint bytes and a verification report without it."""
+    from models.verify import verify_backprop
+
+    config, result = _trial(0, 20)
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "torchless")
+    try:
+        tracker.open_parent("name: torchless\n", "uidT", {})
+        tracker.record_verification(verify_backprop([1, 4, 1], "tanh"))
+        tracker.log_trial(config, result, verified="pass", architecture="1-4-1:tanh")
+        tracker.flush()
+        assert tracker.logged_outcome(0)["state"] == "COMPLETE"
+        with open(f"/proc/{tracker._writer._proc.pid}/maps") as fh:
+            libraries = fh.read()
+    finally:
+        assert tracker.close() == []
+    assert "libtorch" not in libraries, "the MLflow writer process imported torch"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("torchless").experiment_id
+    assert len(client.search_runs([experiment], "tags.`mlpsweep.kind` = 'verification'")) == 1
+    run = client.search_runs([experiment], "tags.`mlpsweep.kind` = 'trial'")[0]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} == \
+        {"checkpoint/model.pt", "checkpoint/architecture.json"}
+
+
 def test_the_writer_leaves_when_its_driver_is_killed(tmp_path):
     import subprocess
     import sys
