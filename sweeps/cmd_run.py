@@ -300,8 +300,11 @@ def _run(args: argparse.Namespace) -> int:
     _stop_local_ray()  # beside the drawing, not after it; the results are on screen meanwhile
     report.wait()
     if tracking_failed:
-        print(f"mlpsweep run: {len(tracking_failed)} trial(s) failed because the tracking store was unreachable "
-              f"past the retry budget: {tracking_failed[0].reason}", file=sys.stderr)
+        from tracking.writer import DAMAGED
+
+        why = "is damaged" if DAMAGED in (tracking_failed[0].reason or "") else "was unreachable past the retry budget"
+        print(f"mlpsweep run: {len(tracking_failed)} trial(s) failed because the tracking store {why}: "
+              f"{tracking_failed[0].reason}", file=sys.stderr)
         return 1
     return 0
 

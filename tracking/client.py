@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:  # MLflow is imported where it is used: the sweep driver never imports it
     from mlflow import MlflowClient
@@ -55,12 +56,45 @@ def _create_sqlite_store(path: Path) -> None:
     side = path.with_name(f".{path.name}.creating-{os.getpid()}")
     try:
         built = _build_with_template(side, schema_template())
-        os.link(built, path)  # fails if another process created the store meanwhile: keep theirs
+        with _creating(path):
+            if not path.exists():
+                _drop_stale_log(path)
+                os.link(built, path)  # fails if a process outside this lock made one meanwhile: keep it
     except FileExistsError:
         pass
     finally:
         _remove_sqlite(side)
         _remove_sqlite(_fresh(side))
+
+
+@contextmanager
+def _creating(path: Path) -> Iterator[None]:
+    """Hold a lock on ``path``'s folder (where ``fcntl`` exists): one process at a time checks,
+    cleans and links a new store into place, so none removes the log of a store that another
+    one has just linked and opened."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the link still refuses a second store
+        yield
+        return
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _drop_stale_log(path: Path) -> None:
+    """Remove the ``-wal`` and ``-shm`` files of a deleted store at ``path`` (``rm mlflow.db``
+    while a sweep had it open, or after one was killed). SQLite would replay that write-ahead
+    log into the new file, which is not empty (SQLite drops the log of an empty one itself):
+    the old store's pages over the new one's, "database disk image is malformed" at worst."""
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if leftover.exists():
+            log.warning("removing %s: the write-ahead log of a deleted MLflow store, which would damage "
+                        "the new %s", leftover, path.name)
+            leftover.unlink(missing_ok=True)
 
 
 def _build_with_template(side: Path, template: Path | None) -> Path:

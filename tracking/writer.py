@@ -28,13 +28,13 @@ from tracking.forked import FORK
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
 
-if TYPE_CHECKING:  # the driver spawns this process before it imports torch (the records' config)
+if TYPE_CHECKING:  # the records: the driver spawns this process before it imports them
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     from workers.records import TrialConfig, TrialResult
 
-__all__ = ["RunWriter", "WriterProcess", "TrackingError", "find_trial_run", "run_key"]
+__all__ = ["RunWriter", "WriterProcess", "TrackingError", "find_trial_run", "run_key", "is_permanent", "DAMAGED"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,31 @@ PROGRESS_SECONDS = 1.0
 
 class TrackingError(RuntimeError):
     """An MLflow read the writer process did for the driver failed (the message says why)."""
+
+
+# SQLite's answers for a damaged file: no retry mends it (SQLITE_CORRUPT: e.g. a write-ahead log
+# left by a deleted store replayed into a new one; SQLITE_NOTADB: not a SQLite file at all).
+PERMANENT_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+DAMAGED = "the MLflow store is damaged (retrying cannot help)"  # starts the error of such a write
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a store error is one that retrying cannot mend: a damaged SQLite file. Outages
+    (refused connections, 5xx, a locked database) are not: they are retried."""
+    import sqlite3
+
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, sqlite3.DatabaseError) and getattr(e, "sqlite_errorname", "") in PERMANENT_SQLITE_ERRORS:
+            return True
+        orig = getattr(e, "orig", None)  # SQLAlchemy's wrapper of the driver's error
+        stack += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
+    return False
 
 
 def run_key(study_uid: str, number: int) -> str:
@@ -88,8 +113,9 @@ class RunWriter:
         MLflow's REST client already retries 408/429/5xx and refused connections with backoff;
         this outer loop covers longer outages (a restarted tracking server). Once one write has
         spent its budget, the next ones are tried once each until one succeeds: a store that
-        stays down (or a damaged SQLite file) fails the remaining trials in seconds, not a
-        budget each. Returns None on success, else the last error.
+        stays down fails the remaining trials in seconds, not a budget each. A damaged SQLite
+        file (:func:`is_permanent`) is not retried at all. Returns None on success, else the
+        last error.
         """
         deadline = time.monotonic() + (0.0 if self.down else self.retry_seconds)
         delay = 0.5
@@ -100,6 +126,11 @@ class RunWriter:
                 return None
             except Exception as exc:  # any store error: retry, the write is idempotent
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                if is_permanent(exc):
+                    if not self.down:
+                        log.error("MLflow %s failed: the store is damaged, not retried: %s", what, error)
+                    self.down = True
+                    return f"{DAMAGED}: {error}"
                 if time.monotonic() + delay > deadline or not self.wanted():
                     if not self.down:
                         log.error("MLflow %s failed, giving up after %.0f s: %s (later writes are tried once "

@@ -28,3 +28,44 @@ def test_after_a_write_spent_its_budget_the_next_are_tried_once_until_one_succee
     assert timed(lambda: None)[0] is None  # it is back
     error, seconds, tries = timed(failing)
     assert error is not None and tries == 2  # a new outage gets the full budget
+
+
+def _damaged_store_error(tmp_path) -> Exception:
+    """The error SQLite really raises for a file that is not a database, wrapped as MLflow wraps it."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    bad = tmp_path / "not-a-database"
+    bad.write_bytes(b"this is not a database file " * 100)
+    try:
+        sqlite3.connect(bad).execute("SELECT * FROM runs")
+    except sqlite3.DatabaseError as exc:
+        try:
+            raise MlflowException(f"(sqlite3.DatabaseError) {exc}") from exc
+        except MlflowException as wrapped:
+            return wrapped
+    raise AssertionError("SQLite read a file that is not a database")
+
+
+def test_a_damaged_store_is_not_retried_and_says_so(tmp_path):
+    from tracking.writer import DAMAGED, is_permanent
+
+    writer = RunWriter(f"sqlite:///{tmp_path}/mlflow.db", "damaged", None, retry_seconds=30)
+    damaged = _damaged_store_error(tmp_path)
+    attempts: list[int] = []
+
+    def write() -> None:
+        attempts.append(1)
+        raise damaged
+
+    start = time.monotonic()
+    error = writer.retrying("trial 0", write)
+    assert attempts == [1] and time.monotonic() - start < 1.0  # the old code: retried for 30 s
+    assert error is not None and error.startswith(DAMAGED) and "not a database" in error
+    assert is_permanent(damaged)
+    assert not is_permanent(OSError("database disk image is malformed"))  # a message alone proves nothing
+    import sqlite3
+
+    locked = sqlite3.OperationalError("database is locked")
+    assert not is_permanent(locked)  # an outage: retried
