@@ -26,6 +26,7 @@ from mlflow.entities import Run, ViewType
 from tracking import plots
 from tracking.client import make_client, resolve_tracking_uri
 from tracking.forked import Forked, forget_connections
+from tracking.search import search_by_tags, tags_filter
 from tracking.sweep import TAG, default_storage
 
 __all__ = [
@@ -170,29 +171,13 @@ class Picture:
 
 
 # ----------------------------------------------------------------------------- gathering
-def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
-    runs: list[Run] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY, max_results=1000,
-                                  page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def list_sweeps(client: MlflowClient) -> list[str]:
     """Names of the sweeps (parent runs) in the tracking store, sorted."""
     ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)]
     if not ids:
         return []
-    runs = _search_all(client, ids, f"tags.`{TAG['kind']}` = 'sweep'")
+    runs = search_by_tags(client, ids, {TAG["kind"]: "sweep"})
     return sorted({r.data.tags.get(TAG["sweep"], "") for r in runs} - {""})
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _find_parent(client: MlflowClient, sweep: str, study_uid: str | None) -> tuple[str, Run]:
@@ -201,7 +186,7 @@ def _find_parent(client: MlflowClient, sweep: str, study_uid: str | None) -> tup
     if experiment is not None and experiment.lifecycle_stage == "active":
         parents = list(client.search_runs(
             [experiment.experiment_id],
-            f"tags.`{TAG['kind']}` = 'sweep' and tags.`{TAG['sweep']}` = '{_quote(sweep)}'",
+            tags_filter({TAG["kind"]: "sweep", TAG["sweep"]: sweep}),
             ViewType.ACTIVE_ONLY, max_results=100, order_by=["attributes.start_time DESC"]))
     if experiment is None or not parents:
         raise SweepNotFoundError(sweep, list_sweeps(client))
@@ -271,7 +256,7 @@ def _trial_record(run: Run) -> TrialRecord | None:
 def _verdicts(client: MlflowClient, experiment_id: str, trials: Sequence[TrialRecord]) -> list[VerdictRecord]:
     from tracking.verification import find_verification
 
-    runs = _search_all(client, [experiment_id], f"tags.`{TAG['kind']}` = 'verification'")
+    runs = search_by_tags(client, [experiment_id], {TAG["kind"]: "verification"})
     newest: dict[str, Run] = {}
     for r in sorted(runs, key=lambda r: r.info.start_time or 0):
         if r.info.status == "FINISHED":
@@ -336,8 +321,7 @@ def collect_sweep(tracking_uri: str | None, sweep: str, storage: str | None = No
     uid, found, space, note = _study_facts(sweep, storage, importances)
     experiment_id, parent = _find_parent(client, sweep, uid)
     parent_id = parent.info.run_id
-    runs = _search_all(client, [experiment_id],
-                       f"tags.`{TAG['kind']}` = 'trial' and tags.`mlflow.parentRunId` = '{parent_id}'")
+    runs = search_by_tags(client, [experiment_id], {TAG["kind"]: "trial", "mlflow.parentRunId": parent_id})
     by_number: dict[int, TrialRecord] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):  # a re-logged trial: the newest wins
         record = _trial_record(run)
