@@ -33,7 +33,8 @@ def tags_filter(tags: Mapping[str, str]) -> str:
     return " and ".join(f"tags.`{key}` = {_quoted(value)}" for key, value in tags.items())
 
 
-def search_by_tags(client: MlflowClient, experiment_ids: Sequence[str], tags: Mapping[str, str]) -> list[Run]:
+def search_by_tags(client: MlflowClient, experiment_ids: Sequence[str], tags: Mapping[str, str], *,
+                   tags_only: bool = False) -> list[Run]:
     """The active runs of ``experiment_ids`` whose tags include ``tags``, with their params,
     latest metrics and tags (in no particular order).
 
@@ -41,6 +42,8 @@ def search_by_tags(client: MlflowClient, experiment_ids: Sequence[str], tags: Ma
         client: the tracking client.
         experiment_ids: where to look.
         tags: tag key -> the value a run must have (at least one pair).
+        tags_only: read the runs' tags but not their params and metrics (on a SQL store; a
+            lighter read where only tags matter).
 
     Raises:
         MlflowException: the store cannot be read.
@@ -50,7 +53,7 @@ def search_by_tags(client: MlflowClient, experiment_ids: Sequence[str], tags: Ma
     store = sql_store(client)
     if store is None:
         return _search_pages(client, experiment_ids, tags)
-    return _search_sql(store, experiment_ids, tags)
+    return _search_sql(store, experiment_ids, tags, tags_only)
 
 
 def _search_pages(client: MlflowClient, experiment_ids: Sequence[str], tags: Mapping[str, str]) -> list[Run]:
@@ -67,7 +70,7 @@ def _search_pages(client: MlflowClient, experiment_ids: Sequence[str], tags: Map
             return runs
 
 
-def _search_sql(store: Any, experiment_ids: Sequence[str], tags: Mapping[str, str]) -> list[Run]:
+def _search_sql(store: Any, experiment_ids: Sequence[str], tags: Mapping[str, str], tags_only: bool) -> list[Run]:
     from mlflow.entities import LifecycleStage, Metric, Param, Run, RunData, RunInfo, RunTag
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
     from sqlalchemy import and_, exists, select
@@ -86,12 +89,13 @@ def _search_sql(store: Any, experiment_ids: Sequence[str], tags: Mapping[str, st
         found = db.execute(select(runs.run_uuid, runs.name, runs.experiment_id, runs.user_id, runs.status,
                                   runs.start_time, runs.end_time, runs.lifecycle_stage, runs.artifact_uri)
                            .where(runs.run_uuid.in_(chosen_ids))).all()
-        m = SqlLatestMetric.__table__.c
-        for run_id, key, value, timestamp, step, is_nan in db.execute(
-                select(m.run_uuid, m.key, m.value, m.timestamp, m.step, m.is_nan).where(m.run_uuid.in_(chosen_ids))):
+        m, p = SqlLatestMetric.__table__.c, SqlParam.__table__.c
+        metrics = () if tags_only else db.execute(
+            select(m.run_uuid, m.key, m.value, m.timestamp, m.step, m.is_nan).where(m.run_uuid.in_(chosen_ids)))
+        for run_id, key, value, timestamp, step, is_nan in metrics:
             per_run[run_id]["metrics"].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
-        p = SqlParam.__table__.c
-        for run_id, key, value in db.execute(select(p.run_uuid, p.key, p.value).where(p.run_uuid.in_(chosen_ids))):
+        params = () if tags_only else db.execute(select(p.run_uuid, p.key, p.value).where(p.run_uuid.in_(chosen_ids)))
+        for run_id, key, value in params:
             per_run[run_id]["params"].append(Param(key, value))
         t = SqlTag.__table__.c
         for run_id, key, value in db.execute(select(t.run_uuid, t.key, t.value).where(t.run_uuid.in_(chosen_ids))):

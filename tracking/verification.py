@@ -144,21 +144,18 @@ def find_verification(client: MlflowClient, experiment_id: str | None, architect
 
 
 def known_verdicts(client: MlflowClient) -> dict[str, str]:
-    """Every architecture verified anywhere in the store, with its newest verdict (one paged
-    search, so a sweep asks the store once, not once per architecture)."""
+    """Every architecture verified anywhere in the store, with its newest verdict: one bulk read
+    (:func:`tracking.search.search_by_tags`), which a sweep waits for before its first trial, so
+    a store holding many sweeps' verifications costs it milliseconds, not seconds."""
+    from tracking.search import search_by_tags
+
     ids = _active_experiment_ids(client)
+    runs = search_by_tags(client, ids, {KIND_TAG: KIND_VERIFICATION}, tags_only=True) if ids else []
     verdicts: dict[str, str] = {}
-    token: str | None = None
-    while ids:
-        page = client.search_runs(ids, _FINISHED_VERIFICATIONS, ViewType.ACTIVE_ONLY, max_results=5000,
-                                  order_by=["attributes.start_time DESC"], page_token=token)
-        for run in page:
-            architecture = run.data.tags.get(ARCHITECTURE_TAG)
-            if architecture and architecture not in verdicts:
-                verdicts[architecture] = _verdict(run)
-        token = page.token
-        if not token:
-            break
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True):
+        architecture = run.data.tags.get(ARCHITECTURE_TAG)
+        if run.info.status == "FINISHED" and architecture and architecture not in verdicts:
+            verdicts[architecture] = _verdict(run)
     return verdicts
 
 

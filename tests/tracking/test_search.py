@@ -57,6 +57,10 @@ def _same_as_mlflow(client, tmp_path) -> None:
         fast = search_by_tags(client, [exp], tags)
         assert sql_store(client) is not None and len(fast) == expected, tags
         assert _plain(fast) == _plain(_search_pages(client, [exp], tags)), tags
+    light = search_by_tags(client, [exp], {"kind": "trial"}, tags_only=True)
+    full = _plain(search_by_tags(client, [exp], {"kind": "trial"}))
+    assert {r.info.run_id: r.data.tags for r in light} == {k: v[3] for k, v in full.items()}
+    assert all(not r.data.params and not r.data.metrics for r in light)
     trials = _plain(search_by_tags(client, [exp], {"kind": "trial", "mlflow.parentRunId": parent}))
     assert any(m["odd"] == "nan" for _, _, m, _ in trials.values())
     assert all(m["val_mse"] < 0.6 and m["curve"] != 9.0 for _, _, m, _ in trials.values())  # the latest values
