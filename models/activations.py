@@ -12,11 +12,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from models.config import check_activation
+from models.config import LEAKY_SLOPE, check_activation
 
 __all__ = ["Activation", "ACTIVATIONS", "get_activation", "activation_names"]
 
-LEAKY_SLOPE = 0.01
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 

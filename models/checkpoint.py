@@ -5,6 +5,11 @@ refuses any pickle that would import or call code. ``architecture.json`` records
 activation and the SHA-256 of ``model.pt``; loading checks the digest before unpickling.
 Writing the files of bytes a worker made (:func:`write_checkpoint`) needs no torch: the sweep's
 MLflow writer does it without importing torch.
+
+``weights.npz`` holds the same values as NumPy arrays (``np.load(..., allow_pickle=False)``: no
+code either), its SHA-256 in ``architecture.json``: :func:`load_weights` reads a trained model
+without torch (the end-of-run report draws the best fit from it, sparing a CPU-second of
+torch's import). A checkpoint from before it has only ``model.pt``.
 """
 from __future__ import annotations
 
@@ -23,11 +28,13 @@ if TYPE_CHECKING:
 
     from models.mlp import MLP
 
-__all__ = ["CheckpointError", "save_checkpoint", "state_bytes", "write_checkpoint", "load_checkpoint",
-           "load_state_dict", "file_sha256", "MODEL_FILE", "ARCH_FILE"]
+__all__ = ["CheckpointError", "save_checkpoint", "state_bytes", "weights_bytes", "write_checkpoint",
+           "load_checkpoint", "load_state_dict", "load_weights", "file_sha256", "MODEL_FILE", "ARCH_FILE",
+           "WEIGHTS_FILE"]
 
 MODEL_FILE = "model.pt"
 ARCH_FILE = "architecture.json"
+WEIGHTS_FILE = "weights.npz"
 FORMAT = "mlpsweep-checkpoint/1"
 
 
@@ -50,7 +57,7 @@ def save_checkpoint(
     activation: str,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.pt`` and ``architecture.json`` into ``directory``.
+    """Write ``model.pt``, ``weights.npz`` and ``architecture.json`` into ``directory``.
 
     Args:
         directory: created if missing.
@@ -61,7 +68,8 @@ def save_checkpoint(
     Returns:
         The directory.
     """
-    write_checkpoint(directory, state_bytes(state_dict, sizes), sizes, activation, extra)
+    write_checkpoint(directory, state_bytes(state_dict, sizes), sizes, activation, extra,
+                     weights=weights_bytes(state_dict, sizes))
     return Path(directory)
 
 
@@ -78,20 +86,36 @@ def state_bytes(state_dict: Mapping[str, Tensor], sizes: list[int] | tuple[int, 
     return buffer.getvalue()
 
 
+def weights_bytes(state_dict: Mapping[str, Tensor], sizes: list[int] | tuple[int, ...]) -> bytes:
+    """The contents of ``weights.npz`` for ``state_dict`` (checked against ``sizes``)."""
+    import numpy as np
+
+    sizes = validate_sizes(sizes)
+    plain: dict[str, Any] = {k: v.detach().to("cpu").numpy() for k, v in state_dict.items()}
+    _check_state(plain, sizes)
+    buffer = io.BytesIO()
+    np.savez(buffer, **plain)
+    return buffer.getvalue()
+
+
 def write_checkpoint(
     directory: str | os.PathLike,
     model: bytes,
     sizes: list[int] | tuple[int, ...],
     activation: str,
     extra: Mapping[str, Any] | None = None,
+    weights: bytes | None = None,
 ) -> str:
-    """Write ``model.pt`` (``model``, from :func:`state_bytes`) and its ``architecture.json`` into
-    ``directory`` (created); returns the SHA-256 of ``model.pt``."""
+    """Write ``model.pt`` (``model``, from :func:`state_bytes`), ``weights.npz`` (``weights``, from
+    :func:`weights_bytes`, when given) and their ``architecture.json`` into ``directory``
+    (created); returns the SHA-256 of ``model.pt``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sizes = validate_sizes(sizes)
     (directory / MODEL_FILE).write_bytes(model)
     digest = hashlib.sha256(model).hexdigest()
+    if weights is not None:
+        (directory / WEIGHTS_FILE).write_bytes(weights)
     meta = {
         "format": FORMAT,
         "architecture": canonical_architecture(sizes, activation),
@@ -99,6 +123,7 @@ def write_checkpoint(
         "activation": activation,
         "parameters": {name: list(shape) for name, shape in _shapes(sizes).items()},
         "sha256": digest,
+        **({"weights_sha256": hashlib.sha256(weights).hexdigest()} if weights is not None else {}),
         **({"extra": dict(extra)} if extra else {}),
     }
     (directory / ARCH_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -115,8 +140,6 @@ def _shapes(sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
 
 
 def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:
-    from torch import Tensor
-
     expected = _shapes(sizes)
     if set(state) != set(expected):
         raise CheckpointError(
@@ -125,10 +148,75 @@ def _check_state(state: Mapping[str, Any], sizes: tuple[int, ...]) -> None:
         )
     for name, shape in expected.items():
         value = state[name]
-        if not isinstance(value, Tensor) or not value.is_floating_point():
+        if not _floating(value):
             raise CheckpointError(f"checkpoint: {name} is not a floating-point tensor")
         if tuple(value.shape) != shape:
             raise CheckpointError(f"checkpoint: {name} has shape {tuple(value.shape)}, expected {shape}")
+
+
+def _floating(value: Any) -> bool:
+    """A floating-point NumPy array or torch tensor (torch imported only for a value not an array)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return bool(np.issubdtype(value.dtype, np.floating))
+    from torch import Tensor
+
+    return isinstance(value, Tensor) and value.is_floating_point()
+
+
+def _read_checked(directory: str | os.PathLike, data_file: str, digest_key: str,
+                  expected_sha256: str | None) -> tuple[Path, tuple[int, ...], dict]:
+    """``(path of data_file, sizes, architecture metadata)`` once ``data_file``'s SHA-256 matches
+    what ``architecture.json`` records under ``digest_key`` and ``expected_sha256``.
+
+    Raises:
+        CheckpointError: a missing file, an invalid ``architecture.json``, or a digest mismatch.
+    """
+    directory = Path(directory)
+    arch_path, data_path = directory / ARCH_FILE, directory / data_file
+    if not arch_path.is_file() or not data_path.is_file():
+        raise CheckpointError(f"checkpoint: {directory} needs both {data_file} and {ARCH_FILE}")
+    try:
+        meta = json.loads(arch_path.read_text())
+        sizes = validate_sizes(meta["sizes"])
+        meta["activation"] = str(meta["activation"])
+        recorded = str(meta[digest_key])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint: {arch_path} is not a valid architecture file ({exc})") from None
+    actual = file_sha256(data_path)
+    for label, want in (("architecture.json", recorded), ("the tracking store", expected_sha256)):
+        if want is not None and want != actual:
+            raise CheckpointError(
+                f"checkpoint: {data_path} has SHA-256 {actual[:12]}…, but {label} records {want[:12]}…; "
+                "refusing to load a file that changed"
+            )
+    return data_path, sizes, meta
+
+
+def load_weights(directory: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict[str, Any], dict]:
+    """Read a checkpoint's ``weights.npz`` without torch, checked as :func:`load_state_dict`
+    checks ``model.pt`` (``expected_sha256``: the digest the tracking store records for it).
+
+    Returns:
+        ``(name -> float NumPy array, architecture_metadata)``.
+
+    Raises:
+        CheckpointError: missing files (a checkpoint older than ``weights.npz``), a digest
+            mismatch, an archive that is not plain arrays (pickles are refused), or wrong shapes.
+    """
+    import zipfile
+
+    import numpy as np
+
+    path, sizes, meta = _read_checked(directory, WEIGHTS_FILE, "weights_sha256", expected_sha256)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            state = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"checkpoint: {path} is not an archive of plain arrays; refused ({exc})"[:300]) from None
+    _check_state(state, sizes)
+    return state, meta
 
 
 def load_state_dict(directory: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict[str, Tensor], dict]:
@@ -145,26 +233,9 @@ def load_state_dict(directory: str | os.PathLike, expected_sha256: str | None = 
         CheckpointError: missing files, a digest mismatch, a pickle that is not a plain tensor
             dict (``weights_only=True`` refuses it before any code runs), or wrong shapes.
     """
-    directory = Path(directory)
-    arch_path, model_path = directory / ARCH_FILE, directory / MODEL_FILE
-    if not arch_path.is_file() or not model_path.is_file():
-        raise CheckpointError(f"checkpoint: {directory} needs both {MODEL_FILE} and {ARCH_FILE}")
-    try:
-        meta = json.loads(arch_path.read_text())
-        sizes = validate_sizes(meta["sizes"])
-        activation = str(meta["activation"])
-        recorded = str(meta["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint: {arch_path} is not a valid architecture file ({exc})") from None
-    actual = file_sha256(model_path)
-    for label, want in (("architecture.json", recorded), ("the tracking store", expected_sha256)):
-        if want is not None and want != actual:
-            raise CheckpointError(
-                f"checkpoint: {model_path} has SHA-256 {actual[:12]}…, but {label} records {want[:12]}…; "
-                "refusing to load a file that changed"
-            )
     import torch
 
+    model_path, sizes, meta = _read_checked(directory, MODEL_FILE, "sha256", expected_sha256)
     try:
         state = torch.load(model_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
@@ -173,7 +244,6 @@ def load_state_dict(directory: str | os.PathLike, expected_sha256: str | None = 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint: {model_path} holds {type(state).__name__}, expected a state dict")
     _check_state(state, sizes)
-    meta["activation"] = activation
     return state, meta
 
 

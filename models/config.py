@@ -14,6 +14,7 @@ from typing import Sequence
 
 __all__ = [
     "ACTIVATION_NAMES",
+    "LEAKY_SLOPE",
     "OPTIMIZERS",
     "BATCHED_OPTIMIZERS",
     "SEQUENTIAL_OPTIMIZERS",
@@ -30,6 +31,7 @@ __all__ = [
 ACTIVATION_NAMES: tuple[str, ...] = (
     "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softplus", "identity",
 )
+LEAKY_SLOPE = 0.01  # leaky_relu's slope below zero
 BATCHED_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SEQUENTIAL_OPTIMIZERS = ("lbfgs", "bfgs", "lbfgsb")
 OPTIMIZERS = BATCHED_OPTIMIZERS + SEQUENTIAL_OPTIMIZERS

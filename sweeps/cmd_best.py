@@ -84,6 +84,6 @@ def _best(args: argparse.Namespace) -> int:
         out = export_best(args.name, args.out, args.tracking_uri, args.storage)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    print(f"wrote {out}/model.pt, architecture.json and config.json "
+    print(f"wrote {out}/model.pt, weights.npz, architecture.json and config.json "
           f"(load with models.load_checkpoint('{out}'))")
     return 0

@@ -91,6 +91,7 @@ class TrialRecord:
     verified: str = ""
     reason: str = ""
     checkpoint_sha256: str | None = None
+    weights_sha256: str | None = None  # of the checkpoint's weights.npz; None: a checkpoint without one
 
     def metric(self, key: str) -> float | None:
         v = self.metrics.get(key)
@@ -250,7 +251,8 @@ def _trial_record(run: Run) -> TrialRecord | None:
     return TrialRecord(number=number, run_id=run.info.run_id, state=tags.get(TAG["state"], "COMPLETE"),
                        params=dict(run.data.params), metrics=dict(run.data.metrics),
                        architecture=tags.get(TAG["architecture"], ""), verified=tags.get(TAG["verified"], ""),
-                       reason=tags.get(TAG["reason"], ""), checkpoint_sha256=tags.get(TAG["sha256"]))
+                       reason=tags.get(TAG["reason"], ""), checkpoint_sha256=tags.get(TAG["sha256"]),
+                       weights_sha256=tags.get(TAG["weights_sha256"]))
 
 
 def _verdicts(client: MlflowClient, experiment_id: str, trials: Sequence[TrialRecord]) -> list[VerdictRecord]:
@@ -438,8 +440,9 @@ def _spread(rec: SweepRecord, client: MlflowClient) -> bytes:
 
 
 def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
-    """The sweep's dataset: from the spec artifact, else from the checkpoint's ``extra.data``."""
-    from models.data import load_dataset
+    """The sweep's dataset (:class:`models.data.Arrays`: no torch): from the spec artifact, else
+    from the checkpoint's ``extra.data``."""
+    from models.data import load_arrays as load_dataset
 
     if rec.spec_yaml:
         try:
@@ -458,10 +461,19 @@ def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
     return load_dataset(data["dataset"], data.get("validation_fraction", 0.2), data.get("seed", 0))
 
 
-def _fit(rec: SweepRecord, client: MlflowClient) -> bytes:
-    import torch
+def _best_weights(best: TrialRecord, folder: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The best trial's weights as NumPy arrays, checked against the digests MLflow records:
+    from ``weights.npz`` (no torch), or from ``model.pt`` for a checkpoint written before it."""
+    from models.checkpoint import load_state_dict, load_weights
 
-    from models.checkpoint import load_state_dict
+    if best.weights_sha256 is not None:
+        return load_weights(folder, best.weights_sha256)
+    state, meta = load_state_dict(folder, best.checkpoint_sha256)
+    return {name: value.double().numpy() for name, value in state.items()}, meta
+
+
+def _fit(rec: SweepRecord, client: MlflowClient) -> bytes:
+    from models.forward import forward, hidden_layers
 
     done = rec.complete()
     if not done:
@@ -472,48 +484,38 @@ def _fit(rec: SweepRecord, client: MlflowClient) -> bytes:
             folder = client.download_artifacts(best.run_id, "checkpoint", tmp)
         except Exception as exc:
             raise Skip(f"trial {best.number} has no checkpoint ({type(exc).__name__})") from None
-        state, meta = load_state_dict(folder, best.checkpoint_sha256)
+        weights, meta = _best_weights(best, folder)
     sizes: list[int] = list(meta["sizes"])
     if sizes[0] > 2:
         raise Skip(f"the inputs have {sizes[0]} features; the fit is drawn for 1 or 2 only")
     ds = _load_data(rec, meta)
     if ds.n_features != sizes[0]:
         raise Skip(f"the data has {ds.n_features} features but the model takes {sizes[0]}")
-    from models.activations import get_activation
-
-    phi = get_activation(meta["activation"]).fn
-    W = [state[f"{l}_weight"].double() for l in range(len(sizes) - 1)]
-    b = [state[f"{l}_bias"].double() for l in range(len(sizes) - 1)]
-
-    def hidden(x: np.ndarray) -> torch.Tensor:
-        a = torch.as_tensor(x, dtype=torch.float64)
-        for l in range(len(W) - 1):
-            a = phi(a @ W[l] + b[l])  # (G, h_l)
-        return a
-
-    splits = [plots.Split(s, getattr(ds, f"X_{s}").numpy(), getattr(ds, f"y_{s}").numpy()) for s in ("train", "val", "test")]
+    activation = meta["activation"]
+    splits = [plots.Split(s, X, y) for s, (X, y) in zip(("train", "val", "test"),
+                                                         zip(ds.splits[0::2], ds.splits[1::2]))]
     allX = np.concatenate([s.X for s in splits if s.X.shape[0]])
     scaled = " (standardised)" if ds.standardization is not None else ""
     title = (f"Best model: trial {best.number}, {best.architecture or meta.get('architecture', '')}, "
              f"{plots.mse_label(rec.metric)} {fmt_mse(best.metric(rec.metric))}")
-    with torch.no_grad():
-        if sizes[0] == 1:
-            x = np.linspace(allX[:, 0].min(), allX[:, 0].max(), GRID_1D)
-            a = hidden(x[:, None])  # (G, h_last)
-            y = (a @ W[-1] + b[-1]).numpy()  # (G, d_out)
-            units = (a[None, :, :] * W[-1].T[:, None, :]).numpy() if len(sizes) > 2 else None  # (d_out, G, h)
-            return plots.plot_fit_1d(splits, x, y, units, ds.feature_names[0] + scaled,
-                                     [n + scaled for n in ds.target_names], title)
-        lo, hi = allX.min(axis=0), allX.max(axis=0)
-        pad = 0.05 * (hi - lo)
-        x1 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], GRID_2D)
-        x2 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], GRID_2D)
-        g1, g2 = np.meshgrid(x1, x2)  # (G2, G1)
-        flat = np.column_stack([g1.ravel(), g2.ravel()])
-        out = (hidden(flat) @ W[-1] + b[-1]).numpy()  # (G2*G1, d_out)
-        z = out.T.reshape(-1, GRID_2D, GRID_2D)
-        return plots.plot_fit_2d(splits, x1, x2, z, [n + scaled for n in ds.feature_names],
+    if sizes[0] == 1:
+        x = np.linspace(allX[:, 0].min(), allX[:, 0].max(), GRID_1D)
+        y = forward(weights, sizes, activation, x[:, None])  # (G, d_out)
+        units = None
+        if len(sizes) > 2:  # each hidden unit's contribution to each output: (d_out, G, h)
+            a = hidden_layers(weights, sizes, activation, x[:, None])
+            units = a[None, :, :] * weights[f"{len(sizes) - 2}_weight"].astype(np.float64).T[:, None, :]
+        return plots.plot_fit_1d(splits, x, y, units, ds.feature_names[0] + scaled,
                                  [n + scaled for n in ds.target_names], title)
+    lo, hi = allX.min(axis=0), allX.max(axis=0)
+    pad = 0.05 * (hi - lo)
+    x1 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], GRID_2D)
+    x2 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], GRID_2D)
+    g1, g2 = np.meshgrid(x1, x2)  # (G2, G1)
+    out = forward(weights, sizes, activation, np.column_stack([g1.ravel(), g2.ravel()]))  # (G2*G1, d_out)
+    z = out.T.reshape(-1, GRID_2D, GRID_2D)
+    return plots.plot_fit_2d(splits, x1, x2, z, [n + scaled for n in ds.feature_names],
+                             [n + scaled for n in ds.target_names], title)
 
 
 Drawer = Callable[[SweepRecord, MlflowClient], bytes]
@@ -745,8 +747,8 @@ class Report:
         return [f"{REPORT_DIR}/{n}" for n in names]
 
 
-# About half the drawing time, and no torch: a forked child's OpenMP pool is broken if the parent
-# had used one (the fit picture runs the best model, so it stays here).
+# About half the drawing time, and no model: a forked child's OpenMP or BLAS pool is broken if
+# the parent had used one (the fit picture runs the best model, so it stays here).
 CHILD_PICTURES = ("mse_vs_width", "learning_curves", "restart_spread")
 
 

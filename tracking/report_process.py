@@ -1,12 +1,12 @@
 """The end-of-run report, drawn by a child that the MLflow writer process forks at its start.
 
-The report needs MLflow's store, torch (the fit picture), matplotlib and scikit-learn (Optuna's
-fANOVA): seconds of imports. The writer process has imported MLflow when it forks this child (in
-milliseconds, sharing it), so the child imports the rest at low priority, on CPU that Ray's
-start and the workers leave idle (the writer itself needs no torch); it then waits for
-:meth:`ReportChild.draw`, sent once every trial is written, and draws while the driver shuts
-Ray down. Where fork is unavailable
-(:data:`tracking.forked.FORK`), the report is drawn in the driver by :meth:`ReportChild.wait`.
+The report needs MLflow's store, matplotlib and scikit-learn (Optuna's fANOVA): seconds of
+imports; not torch (the fit picture reads the best trial's ``weights.npz``). The writer process
+has imported MLflow when it forks this child (in milliseconds, sharing it), so the child
+imports the rest at low priority, on CPU that Ray's start and the workers leave idle; it then
+waits for :meth:`ReportChild.draw`, sent once every trial is written, and draws while the
+driver shuts Ray down. Where fork is unavailable (:data:`tracking.forked.FORK`), the report is
+drawn in the driver by :meth:`ReportChild.wait`.
 """
 from __future__ import annotations
 
@@ -128,8 +128,6 @@ def _serve_one(conn: Any, client: Any) -> int:
     from tracking.forked import forget_connections
 
     forget_connections(client)
-    import torch  # noqa: F401  (the fit picture)
-
     import optuna.importance  # noqa: F401  (fANOVA pulls in scikit-learn: the slowest import)
 
     from tracking.report import log_report_artifacts

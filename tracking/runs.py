@@ -23,6 +23,7 @@ TAG = {
     "state": "mlpsweep.state",
     "reason": "mlpsweep.reason",
     "sha256": "mlpsweep.checkpoint_sha256",
+    "weights_sha256": "mlpsweep.weights_sha256",
     "study_uid": "mlpsweep.study_uid",
     "restarts": "mlpsweep.restart_status",  # JSON list: converged | max_epochs | diverged: … per restart
 }

@@ -12,6 +12,7 @@ process runs it. The child leaves when its parent dies, so a killed driver leave
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -303,6 +304,8 @@ class RunWriter:
         def files(folder: Path) -> None:  # the checkpoint's digest goes into the tags
             if result.checkpoint is not None:
                 tags[TAG["sha256"]] = self._save_checkpoint(str(folder / "checkpoint"), config, result)
+                if result.checkpoint.weights is not None:
+                    tags[TAG["weights_sha256"]] = hashlib.sha256(result.checkpoint.weights).hexdigest()
             if len(result.train_curve) > CURVE_POINTS or len(result.val_curve) > CURVE_POINTS:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / CURVES_FILE).write_text(json.dumps(
@@ -322,7 +325,7 @@ class RunWriter:
                                 extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
                                        "data": {"dataset": config.data.dataset,
                                                 "validation_fraction": config.data.validation_fraction,
-                                                "seed": config.data.seed}})
+                                                "seed": config.data.seed}}, weights=ckpt.weights)
 
 
 # --------------------------------------------------------------------- the child process
@@ -330,8 +333,8 @@ def _warm_up(writer: RunWriter) -> None:
     """Import and open now, while the sweep starts, what the first writes need (MLflow's store
     module and connection: seconds): else the first trials wait that long for their runs, and the
     driver's next asks wait for them. Not torch: a trial's config and checkpoint bytes need none
-    (:mod:`models.config`, :func:`models.checkpoint.write_checkpoint`); the report child imports
-    it for the fit picture, at low priority."""
+    (:mod:`models.config`, :func:`models.checkpoint.write_checkpoint`), nor does the report
+    child (the fit picture reads ``weights.npz``)."""
     import models.checkpoint  # noqa: F401
     import tracking.verification  # noqa: F401
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: F401

@@ -66,12 +66,13 @@ class Checkpoint:
     model: bytes
     sizes: tuple[int, ...]
     activation: str
+    weights: bytes | None = None  # weights.npz (models.checkpoint.weights_bytes): read without torch
 
     @classmethod
     def of(cls, state_dict: dict[str, Any], sizes: tuple[int, ...], activation: str) -> Checkpoint:
-        from models.checkpoint import state_bytes
+        from models.checkpoint import state_bytes, weights_bytes
 
-        return cls(state_bytes(state_dict, sizes), tuple(sizes), activation)
+        return cls(state_bytes(state_dict, sizes), tuple(sizes), activation, weights_bytes(state_dict, sizes))
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def test_mlflow_holds_parent_trials_and_verifications(sweep):
         curve = client.get_metric_history(run_id, "curve_val_mse")
         assert len(curve) >= 10 and curve[0].step == 0
         files = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
-        assert files == {"checkpoint/model.pt", "checkpoint/architecture.json"}
+        assert files == {"checkpoint/model.pt", "checkpoint/architecture.json", "checkpoint/weights.npz"}
         assert len(tags["mlpsweep.checkpoint_sha256"]) == 64
 
     verifications = _runs(client, "verification")

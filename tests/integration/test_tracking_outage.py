@@ -70,7 +70,7 @@ def test_twenty_second_outage_loses_nothing(tmp_path):
             steps = sorted(m.step for m in train)
             assert len(train) == len(val) > 0 and steps == curve_steps(steps[-1] + 1)
             assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} == {
-                "checkpoint/model.pt", "checkpoint/architecture.json"}
+                "checkpoint/model.pt", "checkpoint/architecture.json", "checkpoint/weights.npz"}
     finally:
         if proc.poll() is None:
             proc.kill()

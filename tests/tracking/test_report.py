@@ -383,3 +383,33 @@ def test_two_input_sweep_draws_a_contour_per_output(tmp_path) -> None:
     assert width > height  # one panel per output, side by side
     page = report.write(tmp_path / "out")
     assert (tmp_path / "out" / "fit.png").read_bytes() == pictures["fit"].png and page.exists()
+
+
+def test_the_fit_reads_weights_npz_and_still_reads_checkpoints_without_it(tmp_path) -> None:
+    """The fit picture's weights: from weights.npz when MLflow records its digest (no torch in
+    the report's process), from model.pt for a trial logged before weights.npz existed; the
+    same values either way, each checked against its recorded digest."""
+    import json
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from models import MLP
+    from models.checkpoint import CheckpointError, WEIGHTS_FILE, save_checkpoint
+    from tracking.report import TrialRecord, _best_weights
+
+    model = MLP([1, 4, 1], "tanh", generator=torch.Generator().manual_seed(3))
+    folder = save_checkpoint(tmp_path, model.state_dict(), model.sizes, "tanh")
+    meta = json.loads((folder / "architecture.json").read_text())
+    record = TrialRecord(number=0, run_id="r", state="COMPLETE", params={}, metrics={},
+                         checkpoint_sha256=meta["sha256"], weights_sha256=meta["weights_sha256"])
+    from_npz, _ = _best_weights(record, str(folder))
+    with pytest.raises(CheckpointError):
+        _best_weights(replace(record, weights_sha256="0" * 64), str(folder))
+    (folder / WEIGHTS_FILE).unlink()
+    older = replace(record, weights_sha256=None)
+    from_model, _ = _best_weights(older, str(folder))
+    assert set(from_npz) == set(from_model) == set(model.state_dict())
+    for name in from_npz:
+        assert np.array_equal(from_npz[name].astype(np.float64), from_model[name])

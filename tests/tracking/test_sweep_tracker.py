@@ -66,7 +66,7 @@ def test_long_curves_are_thinned_in_metrics_and_kept_whole_in_an_artifact(tmp_pa
     assert CURVES_FILE not in {a.path for a in client.list_artifacts(short_run)}
     for run_id in (long_run, short_run):
         files = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
-        assert files == {"checkpoint/model.pt", "checkpoint/architecture.json"}
+        assert files == {"checkpoint/model.pt", "checkpoint/architecture.json", "checkpoint/weights.npz"}
         assert len(runs[0].data.tags["mlpsweep.checkpoint_sha256"]) == 64
 
 
@@ -125,7 +125,7 @@ def test_the_writer_records_checkpoints_and_verdicts_without_importing_torch(tmp
     assert len(client.search_runs([experiment], "tags.`mlpsweep.kind` = 'verification'")) == 1
     run = client.search_runs([experiment], "tags.`mlpsweep.kind` = 'trial'")[0]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} == \
-        {"checkpoint/model.pt", "checkpoint/architecture.json"}
+        {"checkpoint/model.pt", "checkpoint/architecture.json", "checkpoint/weights.npz"}
 
 
 def test_the_writer_leaves_when_its_driver_is_killed(tmp_path):
