@@ -2,8 +2,9 @@
 
 Every dataset comes back as a :class:`Dataset` of float32 tensors split into train, validation
 and test (:func:`load_dataset`); :func:`load_arrays` stops before the tensors, without importing
-torch (the sweep driver only checks the data and reads its shape). The validation rows are always drawn from the training set with a seeded split; the
-test set is fixed by the recipe (or by ``test_path``) and never touched by the split.
+torch (the sweep driver only checks the data and reads its shape). The validation rows are
+always drawn from the training set with a seeded split; the test set is fixed by the recipe (or
+by ``test_path``) and never touched by the split.
 Everything is deterministic for a given ``(name, validation_fraction, seed)``.
 
 Built-in recipes (the seeds of the two synthetic 2-D sets are ours; DOMAIN.md leaves them open):
@@ -70,7 +71,24 @@ class Standardization:
 
 
 @dataclass(frozen=True, eq=False)
-class Dataset:
+class _Columns:
+    """What :class:`Dataset` and :class:`Arrays` share: the name and the column names."""
+
+    name: str
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_names)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset(_Columns):
     """A regression dataset split into train, validation and test (float32, 2-D tensors).
 
     ``X_val``/``y_val`` have 0 rows when ``validation_fraction == 0``; ``X_test``/``y_test``
@@ -78,9 +96,6 @@ class Dataset:
     in standardised units.
     """
 
-    name: str
-    feature_names: tuple[str, ...]
-    target_names: tuple[str, ...]
     X_train: Tensor  # (N_train, d_in)
     y_train: Tensor  # (N_train, d_out)
     X_val: Tensor  # (N_val, d_in)
@@ -101,14 +116,6 @@ class Dataset:
             if X.shape[0] != y.shape[0] or X.dtype != torch.float32 or y.dtype != torch.float32:
                 raise ValueError(f"Dataset.{split}: X and y must be float32 with equal rows, got "
                                  f"{tuple(X.shape)} {X.dtype} and {tuple(y.shape)} {y.dtype}")
-
-    @property
-    def n_features(self) -> int:
-        return len(self.feature_names)
-
-    @property
-    def n_targets(self) -> int:
-        return len(self.target_names)
 
     def describe(self) -> dict[str, object]:
         """A small JSON-able summary: name, split sizes, feature and target names."""
@@ -343,24 +350,13 @@ def _fit(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True, eq=False)
-class Arrays:
+class Arrays(_Columns):
     """A dataset as :func:`load_dataset` returns it, before the tensors: float64 arrays holding
     float32 values, split and (when ``standardization`` is set: ``(x_mean, x_std, y_mean,
     y_std)``) standardised."""
 
-    name: str
-    feature_names: tuple[str, ...]
-    target_names: tuple[str, ...]
     splits: tuple[np.ndarray, ...]  # X_train, y_train, X_val, y_val, X_test, y_test
     standardization: tuple[np.ndarray, ...] | None = None
-
-    @property
-    def n_features(self) -> int:
-        return len(self.feature_names)
-
-    @property
-    def n_targets(self) -> int:
-        return len(self.target_names)
 
 
 def load_dataset(name_or_path: str | os.PathLike[str], validation_fraction: float = 0.2, seed: int = 0,
