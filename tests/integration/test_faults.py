@@ -108,10 +108,27 @@ def test_killed_workers_lose_no_trial_and_duplicate_no_run(tmp_path):
         ray.shutdown()
 
 
-@pytest.mark.parametrize("kill_after", [1.5, 4.0, 7.0])
-def test_driver_sigkill_then_rerun_finishes_exactly_run_cap(tmp_path, kill_after):
+def _wait_until_told(folder: Path, name: str, told: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Return once ``told`` trials of the running sweep are finished in its Optuna journal."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the sweep ended before {told} trials were told"
+        try:
+            if sum(t.state.is_finished() for t in _study(folder, name).trials) >= told:
+                return
+        except (KeyError, ValueError):  # no journal or no study yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{told} trials were not told within {timeout} s")
+
+
+# Kill points: during the start (Ray, MLflow, the first verification), then after a third and
+# three quarters of the trials are told, counted in the journal (a faster machine or a leaner
+# start must not move a kill point past the end of the sweep).
+@pytest.mark.parametrize("kill_at", ["1.5s", "4told", "9told"])
+def test_driver_sigkill_then_rerun_finishes_exactly_run_cap(tmp_path, kill_at):
     # Plain SGD at small rates: no restart blows up, so every trial must end COMPLETE. Every
-    # epoch runs (tol 0), so that the sweep (~11 s) outlasts the last kill point on a fast machine.
+    # epoch runs (tol 0), so that each trial takes a while.
     text = TINY_SPEC.format(name="sigkill", run_cap=12, seed=0, epochs=2500).replace(
         "optimizer: {value: adam}", "optimizer: {value: sgd}").replace("min: 0.005, max: 0.1", "min: 0.005, max: 0.03"
     ).replace("verify: gate", "  tol: {value: 0.0}\nverify: gate")
@@ -121,8 +138,11 @@ def test_driver_sigkill_then_rerun_finishes_exactly_run_cap(tmp_path, kill_after
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--quiet", "--ray-address", "none"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(kill_after)
-    assert proc.poll() is None, "the sweep ended before the kill point"
+    if kill_at.endswith("s"):
+        time.sleep(float(kill_at[:-1]))
+        assert proc.poll() is None, "the sweep ended before the kill point"
+    else:
+        _wait_until_told(tmp_path, "sigkill", int(kill_at.removesuffix("told")), proc)
     proc.kill()
     proc.wait(timeout=30)
     run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
