@@ -299,6 +299,9 @@ def _run(args: argparse.Namespace) -> int:
     out.print(f"Dashboard: mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (experiment '{spec.name}')")
     _stop_local_ray()  # beside the drawing, not after it; the results are on screen meanwhile
     report.wait()
+    from tracking.client import fold_sqlite_log
+
+    fold_sqlite_log(uri)  # every writer of the store is done: mlflow.db alone holds the sweep
     if tracking_failed:
         from tracking.writer import DAMAGED
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Iterator
 if TYPE_CHECKING:  # MLflow is imported where it is used: the sweep driver never imports it
     from mlflow import MlflowClient
 
-__all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "make_client", "ensure_experiment", "log_folder"]
+__all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "make_client", "ensure_experiment", "log_folder",
+           "fold_sqlite_log"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,29 @@ def _creating(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def fold_sqlite_log(tracking_uri: str) -> None:
+    """Fold a SQLite store's write-ahead log into ``mlflow.db`` and remove the ``-wal``/``-shm``
+    files, once every process of a run is done with it (they end without closing their
+    connections, which would do this): the store is then one file again, whole if copied alone.
+    Best effort: a store still open elsewhere keeps its log, which is as safe."""
+    import sqlite3
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):]).expanduser()
+    if not path.is_file():
+        return
+    try:
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()  # the last connection to close removes the log
+    except sqlite3.Error as exc:
+        log.debug("could not fold the write-ahead log of %s: %s", path, exc)
 
 
 def _drop_stale_log(path: Path) -> None:

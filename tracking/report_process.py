@@ -137,5 +137,20 @@ def _serve_one(conn: Any, client: Any) -> int:
     except EOFError:  # the driver closed the pipe without asking: nothing to draw
         return 0
     log_report_artifacts(*request)
+    _close_store(request[0])  # the run's last writer: the driver then folds SQLite's log away
     conn.send("done")
     return 0
+
+
+def _close_store(tracking_uri: str | None) -> None:
+    """Close this process's pooled connections to the store (it ends with ``os._exit``, which
+    would leave them open: SQLite keeps a store's write-ahead log while any connection lives)."""
+    try:
+        from tracking.bulk import sql_store
+        from tracking.client import make_client
+
+        store = sql_store(make_client(tracking_uri))
+        if store is not None:
+            store.engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the report is logged; this is tidiness
+        log.debug("report: could not close the store's connections: %s", exc)

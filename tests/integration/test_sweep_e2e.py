@@ -36,6 +36,20 @@ def test_cli_prints_summary_and_dashboard_command(sweep):
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
 
 
+def test_the_store_is_one_file_after_the_run(sweep):
+    """Its processes end without closing their connections; the command then folds SQLite's
+    write-ahead log into mlflow.db, so a copy of that file alone holds the whole sweep."""
+    import shutil
+    import sqlite3
+
+    folder, _ = sweep
+    assert not (folder / "mlflow.db-wal").exists() and not (folder / "mlflow.db-shm").exists()
+    copy = folder.parent / "copied-alone.db"
+    shutil.copyfile(folder / "mlflow.db", copy)
+    with sqlite3.connect(copy) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] >= 8 + 1  # the trials and the parent
+
+
 def test_mlflow_holds_parent_trials_and_verifications(sweep):
     folder, _ = sweep
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
