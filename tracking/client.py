@@ -90,7 +90,8 @@ def fold_sqlite_log(tracking_uri: str) -> None:
     """Fold a SQLite store's write-ahead log into ``mlflow.db`` and remove the ``-wal``/``-shm``
     files, once every process of a run is done with it (they end without closing their
     connections, which would do this): the store is then one file again, whole if copied alone.
-    Best effort: a store still open elsewhere keeps its log, which is as safe."""
+    Best effort, never waiting: a store another sweep is writing to keeps its log (PASSIVE
+    folds what it can without blocking that writer), which is as safe."""
     import sqlite3
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -100,9 +101,9 @@ def fold_sqlite_log(tracking_uri: str) -> None:
     if not path.is_file():
         return
     try:
-        db = sqlite3.connect(path, timeout=5)
+        db = sqlite3.connect(path, timeout=1)
         try:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             db.close()  # the last connection to close removes the log
     except sqlite3.Error as exc:
