@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunStatus, ViewType
 from models.config import canonical_architecture
 from models.verdict import GradCheckReport
 from tracking.bulk import write_run
+from tracking.search import search_by_tags, tags_filter
 
 __all__ = [
     "KIND_TAG",
@@ -132,8 +133,7 @@ def find_verification(client: MlflowClient, experiment_id: str | None, architect
     Returns:
         ``(run_id, "pass" | "fail")``, or None when the architecture was never verified there.
     """
-    quoted = architecture.replace("\\", "\\\\").replace("'", "\\'")
-    filter_string = f"{_FINISHED_VERIFICATIONS} and tags.\"{ARCHITECTURE_TAG}\" = '{quoted}'"
+    filter_string = f"{_FINISHED_VERIFICATIONS} and {tags_filter({ARCHITECTURE_TAG: architecture})}"
     ids = [experiment_id] if experiment_id is not None else _active_experiment_ids(client)
     if not ids:
         return None
@@ -147,8 +147,6 @@ def known_verdicts(client: MlflowClient) -> dict[str, str]:
     """Every architecture verified anywhere in the store, with its newest verdict: one bulk read
     (:func:`tracking.search.search_by_tags`), which a sweep waits for before its first trial, so
     a store holding many sweeps' verifications costs it milliseconds, not seconds."""
-    from tracking.search import search_by_tags
-
     ids = _active_experiment_ids(client)
     runs = search_by_tags(client, ids, {KIND_TAG: KIND_VERIFICATION}, tags_only=True) if ids else []
     verdicts: dict[str, str] = {}
@@ -192,7 +190,8 @@ def verify_and_record(
         force: verify and record again even if a verdict exists.
         runner: runs the verification (``runner(sizes, activation, **verify_kwargs)``); default
             :func:`models.verify.verify_backprop` in-process (imported here only then: the
-            sweep's writer records verdicts without torch), e.g. :func:`workers.verification.run_remote` to run it on Ray.
+            sweep's writer records verdicts without torch), or e.g.
+            :func:`workers.verification.run_remote` to run it on Ray.
         **verify_kwargs: settings for :func:`models.verify.verify_backprop`.
 
     Returns:
