@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param
 
 from tracking.client import log_folder
 
-__all__ = ["write_run", "sql_store", "Artifacts"]
+__all__ = ["write_run", "sql_store", "close_connections", "Artifacts"]
 
 # A folder whose files become a run's artifacts, or a function that writes them into the folder
 # it is given (creating it first): on a local artifact store, the run's own artifact folder.
@@ -40,6 +40,15 @@ def sql_store(client: MlflowClient) -> Any | None:
 
     store = client._tracking_client.store  # MLflow caches one store per URI
     return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def close_connections(client: MlflowClient) -> None:
+    """Close the client's pooled database connections (a SQL store; else nothing to close). A
+    process that ends with ``os._exit`` calls it first: SQLite keeps a store's write-ahead log
+    while any connection lives."""
+    store = sql_store(client)
+    if store is not None:
+        store.engine.dispose()
 
 
 def write_run(client: MlflowClient, experiment_id: str, *, run_name: str, tags: dict[str, str],

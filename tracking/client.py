@@ -115,7 +115,7 @@ def _drop_stale_log(path: Path) -> None:
     while a sweep had it open, or after one was killed). SQLite would replay that write-ahead
     log into the new file, which is not empty (SQLite drops the log of an empty one itself):
     the old store's pages over the new one's, "database disk image is malformed" at worst."""
-    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+    for leftover in _logs(path):
         if leftover.exists():
             log.warning("removing %s: the write-ahead log of a deleted MLflow store, which would damage "
                         "the new %s", leftover, path.name)
@@ -199,8 +199,13 @@ def _keep_template(store: Path, template: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _logs(path: Path) -> tuple[Path, Path]:
+    """A SQLite file's write-ahead log and its shared-memory index."""
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
 def _remove_sqlite(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+    for leftover in (path, *_logs(path)):
         leftover.unlink(missing_ok=True)
 
 

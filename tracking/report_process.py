@@ -143,14 +143,11 @@ def _serve_one(conn: Any, client: Any) -> int:
 
 
 def _close_store(tracking_uri: str | None) -> None:
-    """Close this process's pooled connections to the store (it ends with ``os._exit``, which
-    would leave them open: SQLite keeps a store's write-ahead log while any connection lives)."""
+    """Close this process's pooled connections to the store before it ends with ``os._exit``."""
     try:
-        from tracking.bulk import sql_store
+        from tracking.bulk import close_connections
         from tracking.client import make_client
 
-        store = sql_store(make_client(tracking_uri))
-        if store is not None:
-            store.engine.dispose()
+        close_connections(make_client(tracking_uri))
     except Exception as exc:  # noqa: BLE001 - the report is logged; this is tidiness
         log.debug("report: could not close the store's connections: %s", exc)

@@ -435,12 +435,10 @@ def _metrics(points: list[tuple[str, float | int | None, int, int]]) -> list[Met
 def _exit_now(writer: RunWriter, outbox: Any) -> None:
     """Everything is written and the reply sent: close the store's connections and end the process
     without the interpreter's teardown of MLflow and SQLAlchemy (~1 s the driver waited for)."""
-    from tracking.bulk import sql_store
+    from tracking.bulk import close_connections
 
     try:
-        store = sql_store(writer.client)
-        if store is not None:
-            store.engine.dispose()
+        close_connections(writer.client)
         outbox.close()
         outbox.join_thread()  # the reply is in the pipe
         sys.stdout.flush()
