@@ -14,7 +14,7 @@ import numpy as np
 
 from models.config import LEAKY_SLOPE
 
-__all__ = ["ACTIVATIONS", "hidden_layers", "forward"]
+__all__ = ["ACTIVATIONS", "hidden_layers", "output_layer", "forward"]
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -41,8 +41,12 @@ def hidden_layers(weights: Mapping[str, np.ndarray], sizes: Sequence[int], activ
     return a
 
 
+def output_layer(weights: Mapping[str, np.ndarray], sizes: Sequence[int], a: np.ndarray) -> np.ndarray:
+    """The (linear) output for the last hidden layer's activations ``a``: (N, d_out)."""
+    last = len(sizes) - 2
+    return a @ weights[f"{last}_weight"].astype(np.float64) + weights[f"{last}_bias"].astype(np.float64)
+
+
 def forward(weights: Mapping[str, np.ndarray], sizes: Sequence[int], activation: str, x: np.ndarray) -> np.ndarray:
     """The network's output for inputs ``x`` (N, d_in): (N, d_out), in float64."""
-    last = len(sizes) - 2
-    a = hidden_layers(weights, sizes, activation, x)
-    return a @ weights[f"{last}_weight"].astype(np.float64) + weights[f"{last}_bias"].astype(np.float64)
+    return output_layer(weights, sizes, hidden_layers(weights, sizes, activation, x))

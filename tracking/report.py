@@ -442,7 +442,7 @@ def _spread(rec: SweepRecord, client: MlflowClient) -> bytes:
 def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
     """The sweep's dataset (:class:`models.data.Arrays`: no torch): from the spec artifact, else
     from the checkpoint's ``extra.data``."""
-    from models.data import load_arrays as load_dataset
+    from models.data import load_arrays
 
     if rec.spec_yaml:
         try:
@@ -450,7 +450,7 @@ def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
 
             spec = parse_spec(rec.spec_yaml, origin="spec.yaml")
             d = spec.data
-            return load_dataset(d.dataset, d.validation_fraction, d.seed if d.seed is not None else spec.seed,
+            return load_arrays(d.dataset, d.validation_fraction, d.seed if d.seed is not None else spec.seed,
                                 features=d.features, targets=d.targets, test_path=d.test_path,
                                 standardize=d.standardize)
         except Exception as exc:
@@ -458,7 +458,7 @@ def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
     data = (meta.get("extra") or {}).get("data")
     if not data:
         raise Skip("neither the spec nor the checkpoint says which data the sweep used")
-    return load_dataset(data["dataset"], data.get("validation_fraction", 0.2), data.get("seed", 0))
+    return load_arrays(data["dataset"], data.get("validation_fraction", 0.2), data.get("seed", 0))
 
 
 def _best_weights(best: TrialRecord, folder: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -473,7 +473,7 @@ def _best_weights(best: TrialRecord, folder: str) -> tuple[dict[str, np.ndarray]
 
 
 def _fit(rec: SweepRecord, client: MlflowClient) -> bytes:
-    from models.forward import forward, hidden_layers
+    from models.forward import forward, hidden_layers, output_layer
 
     done = rec.complete()
     if not done:
@@ -500,10 +500,10 @@ def _fit(rec: SweepRecord, client: MlflowClient) -> bytes:
              f"{plots.mse_label(rec.metric)} {fmt_mse(best.metric(rec.metric))}")
     if sizes[0] == 1:
         x = np.linspace(allX[:, 0].min(), allX[:, 0].max(), GRID_1D)
-        y = forward(weights, sizes, activation, x[:, None])  # (G, d_out)
+        a = hidden_layers(weights, sizes, activation, x[:, None])  # (G, h_last)
+        y = output_layer(weights, sizes, a)  # (G, d_out)
         units = None
         if len(sizes) > 2:  # each hidden unit's contribution to each output: (d_out, G, h)
-            a = hidden_layers(weights, sizes, activation, x[:, None])
             units = a[None, :, :] * weights[f"{len(sizes) - 2}_weight"].astype(np.float64).T[:, None, :]
         return plots.plot_fit_1d(splits, x, y, units, ds.feature_names[0] + scaled,
                                  [n + scaled for n in ds.target_names], title)
