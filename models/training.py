@@ -117,6 +117,27 @@ def _mse(pred: Tensor, y: Tensor) -> Tensor:
     return ((pred - y) ** 2).mean(dim=(-2, -1))
 
 
+def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``a @ b (+ bias)`` on every row of a stack: a (N, k) shared or (R, N, k), b (R, k, n).
+
+    A row's result must not depend on how many rows share the stack, or a co-batched trial
+    would differ from the same trial alone. It does not for two rows or more; but one row with
+    one output column (``n == 1``: the last layer of a one-output net, its weight gradient) goes
+    to a matrix-vector kernel that rounds differently (~1e-7 relative on MKL), so that case runs
+    as two equal rows. It is O(N·k): cheap next to the hidden layers.
+    """
+    one = b.shape[0] == 1 and b.shape[-1] == 1
+    if one:
+        a = a if a.dim() == 2 else a.expand(2, -1, -1)
+        b = b.expand(2, -1, -1)
+        bias = None if bias is None else bias.expand(2, -1, -1)
+    if bias is None:
+        out = torch.matmul(a, b)
+    else:
+        out = torch.baddbmm(bias, a, b) if a.dim() == 3 else torch.matmul(a, b) + bias
+    return out[:1] if one else out
+
+
 class StackTrainer:
     """Trains a stack of rows (restarts of one or several same-shape configs) epoch by epoch.
 
@@ -221,7 +242,7 @@ class StackTrainer:
         L = len(params) // 2
         for l in range(L):
             W, b = params[2 * l], params[2 * l + 1]
-            z = torch.matmul(a, W) + b  # (R, N, fan_out)
+            z = _matmul(a, W) + b  # (R, N, fan_out)
             a = self.act.fn(z) if l < L - 1 else z
         return a
 
@@ -355,7 +376,7 @@ class StackTrainer:
         for l in range(L):
             W, b = self.params[2 * l], self.params[2 * l + 1]
             a = acts[-1]
-            z = torch.baddbmm(b, a, W) if a.dim() == 3 else torch.matmul(a, W) + b  # (R, N, fan_out)
+            z = _matmul(a, W, b)  # (R, N, fan_out)
             acts.append(self.act.fn(z) if l < L - 1 else z)
             zs.append(None if self._slope_from_output else z)
         return acts, zs
@@ -373,16 +394,13 @@ class StackTrainer:
         for l in range(L - 1, -1, -1):
             a_prev = acts[l]  # (R, N, fan_in) or shared (N, fan_in)
             W = self.params[2 * l]  # (R, fan_in, fan_out)
-            if a_prev.dim() == 2:
-                dW = torch.matmul(a_prev.transpose(0, 1), delta)  # (R, fan_in, fan_out)
-            else:
-                dW = torch.bmm(a_prev.transpose(1, 2), delta)
+            dW = _matmul(a_prev.transpose(-2, -1), delta)  # (R, fan_in, fan_out)
             if self._l2:
                 dW = dW + (2.0 * self.weight_decay).view(-1, 1, 1) * W
             grads[2 * l] = dW
             grads[2 * l + 1] = delta.sum(dim=1, keepdim=True)  # (R, 1, fan_out)
             if l > 0:  # delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1})
-                delta = torch.bmm(delta, W.transpose(1, 2)) * self.act.slope(zs[l], acts[l])
+                delta = _matmul(delta, W.transpose(1, 2)) * self.act.slope(zs[l], acts[l])
         return grads
 
     def _objective(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
