@@ -40,11 +40,43 @@ from workers.backend import Backend, Finished, JobLost, JobUpdate, Reported, Ver
 from workers.records import COMPLETE, FAIL, PRUNED, DataConfig, TrialConfig, TrialResult, gate_reason
 
 __all__ = ["SweepDriver", "SweepStats", "TrialSummary", "build_trial_config", "data_config", "summarize",
-           "MAX_ATTEMPTS"]
+           "MAX_ATTEMPTS", "max_cobatch", "cobatch_limit", "trial_flops"]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # a trial whose worker dies is tried at most this often
+
+# cobatch: auto. Same-shape trials share a job only where the sampler's next trial does not
+# depend on results (a wider window then costs no search quality) and a trial is small: 8 trials
+# of 8e7 operations trained 3.5x faster in one stack than one after another on one core (small
+# matrices are bound by per-op overhead, and each job costs ~5 ms of Ray and bookkeeping), 8 of
+# 9e8 only 1.05x, and big jobs leave a worker idle at a sweep's end (bench/README.md, session 12).
+AUTO_COBATCH = 8
+INDEPENDENT_SAMPLERS = frozenset({"random", "grid", "qmc"})
+SMALL_TRIAL_FLOPS = 1e8
+
+
+def trial_flops(train: TrainConfig, rows: int) -> float:
+    """Rough floating-point operations of one trial's training: forward and backward passes
+    (~6 per weight and row) over every restart and epoch, on ``rows`` training rows."""
+    weights = sum(a * b for a, b in zip(train.sizes, train.sizes[1:]))
+    return 6.0 * train.restarts * train.max_epochs * rows * weights
+
+
+def max_cobatch(spec: SweepSpec) -> int:
+    """The most trials one job may hold (it sets the reproducibility window): the spec's
+    ``cobatch``, or under ``auto`` :data:`AUTO_COBATCH` for samplers that ignore results, else 1."""
+    if spec.cobatch != "auto":
+        return int(spec.cobatch)
+    return AUTO_COBATCH if spec.method in INDEPENDENT_SAMPLERS else 1
+
+
+def cobatch_limit(spec: SweepSpec, train: TrainConfig, rows: int) -> int:
+    """How many waiting trials shaped like ``train`` one job takes: :func:`max_cobatch`, but
+    under ``auto`` 1 for a trial of more than :data:`SMALL_TRIAL_FLOPS`."""
+    if spec.cobatch == "auto" and trial_flops(train, rows) > SMALL_TRIAL_FLOPS:
+        return 1
+    return max_cobatch(spec)
 
 
 @dataclass
@@ -155,7 +187,7 @@ class SweepDriver:
         self.study = oa.open_study(spec, storage, spec_digest(spec))
         self.stats = SweepStats(run_cap=self.run_cap)
         self.slots = max(1, min(spec.concurrency, backend.slots))
-        self.cobatch = max(1, getattr(spec, "cobatch", 1))
+        self.cobatch = max_cobatch(spec)
         # Jobs in flight: a worker may hold its next job, queued behind the one it trains, unless a
         # pruner needs jobs advanced between reports (a queued job would delay those calls).
         self.capacity = self.slots * (backend.depth if oa.report_every(spec) <= 0 else 1)
@@ -177,6 +209,7 @@ class SweepDriver:
         self.logged: set[int] = set()  # results whose tracking write is done
         self.acks: queue.Queue[tuple[int, str | None]] = queue.Queue()
         self._io: tuple[int, int] | None = None
+        self._rows = 0  # training rows (set with _io)
         self._stop_asked = False  # Ctrl+C seen; acted on at the next safe point
         self._all_asked = False  # no more asks this run: every logged trial may be told
 
@@ -188,6 +221,7 @@ class SweepDriver:
             dc = data_config(self.spec)
             data = load_arrays(dc.dataset, **dc.load_kwargs())
             self._io = (data.n_features, data.n_targets)
+            self._rows = len(data.splits[0])  # X_train
         return self._io
 
     def run(self) -> list[TrialSummary]:
@@ -347,8 +381,9 @@ class SweepDriver:
         while self.ready and self._busy() < self.capacity:
             first = self.ready[0]
             key = stack_key(self.configs[first].train)
-            group = [n for n in self.ready if stack_key(self.configs[n].train) == key][:self.cobatch]
-            if full_only and len(group) < self.cobatch:
+            limit = cobatch_limit(self.spec, self.configs[first].train, self._rows)
+            group = [n for n in self.ready if stack_key(self.configs[n].train) == key][:limit]
+            if full_only and len(group) < limit:
                 return
             for number in group:
                 self.ready.remove(number)

@@ -95,6 +95,7 @@ METHODS: tuple[str, ...] = ("tpe", "bayes", "random", "grid", "cmaes", "gp", "qm
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a page of YAML, not a data file
 MAX_NESTING = 32  # levels of mappings/lists in a spec
 MAX_NODES = 100_000  # values visited, aliases counted each time (stops "billion laughs")
+MAX_COBATCH = 256  # trials in one co-batched job
 MAX_GRID_VALUES = 1000  # per parameter, for method: grid
 MAX_CHOICES = 10_000
 MAX_LAYERS = 8  # width_1 .. width_8
@@ -102,7 +103,10 @@ MAX_SEED = 2**32 - 1  # NumPy seeds
 
 # Fields left out of spec_digest: changing them neither changes what a trial means nor
 # invalidates finished trials (extending run_cap is how a sweep is continued).
-DIGEST_EXCLUDES: tuple[str, ...] = ("description", "run_cap", "concurrency", "device")
+# Left out of the digest, so a resumed sweep may change them. concurrency and cobatch schedule the
+# trials (they set the driver's reproducibility window: under an adaptive sampler, changing them
+# changes which trials come next); the run's own values are in its spec.yaml.
+DIGEST_EXCLUDES: tuple[str, ...] = ("description", "run_cap", "concurrency", "device", "cobatch")
 
 Loc = tuple[Any, ...]
 Problem = tuple[Loc, str, Any]  # (path, "rule, got value", offending input)
@@ -773,8 +777,10 @@ class SweepSpec(_Frozen):
     early_terminate: EarlyTerminateSpec | None = None
     verify: Literal["gate", "record", "off"] = "gate"
     # Up to this many waiting trials whose networks have the same shape (and optimizer) train
-    # together as one batched computation on one worker; results stay per trial.
-    cobatch: Annotated[StrictInt, Field(ge=1, le=256)] = 1
+    # together as one batched computation on one worker; results stay per trial, bit for bit on
+    # the CPU. ``auto``: see the driver's ``cobatch_limit`` (small trials of samplers that do not
+    # learn from results co-batch, others train alone).
+    cobatch: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=MAX_COBATCH)] = "auto"
 
     # Not a field: the parameters block as the user wrote it (set by _keep_user_parameters).
     _user_parameters: dict[str, Any] = {}
@@ -797,6 +803,14 @@ class SweepSpec(_Frozen):
         raise PydanticCustomError("spec", "{message}", {"message": (
             "must be one of tpe (alias bayes), random, grid, cmaes, gp, qmc, "
             f"got {_show(v)}" + (f" ({hint})" if hint else ""))})
+
+    @field_validator("cobatch", mode="before")
+    @classmethod
+    def _auto_or_count(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COBATCH):
+            return v
+        raise PydanticCustomError("spec", "{message}", {"message": (
+            f"must be auto or an integer from 1 to {MAX_COBATCH} (trials per batched job), got {_show(v)}")})
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -1155,6 +1169,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
     if spec.early_terminate is not None:
         out["early_terminate"] = spec.early_terminate.model_dump(exclude_none=True)
     out["verify"] = spec.verify
+    out["cobatch"] = spec.cobatch
     return out
 
 

@@ -43,6 +43,7 @@ parameters:
   restarts: {value: 1}
   epochs: {value: 20}
 verify: gate
+cobatch: 1  # one trial asked ahead: trials asked after the give-up verify afresh
 """
 
 

@@ -23,6 +23,7 @@ parameters:
   restarts: {value: 1}
   epochs: {value: 5}
 verify: off
+cobatch: 1
 """
 
 

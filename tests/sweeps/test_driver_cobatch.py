@@ -1,0 +1,99 @@
+"""``cobatch: auto`` (the default): small same-shape trials of a sampler that ignores results share
+a job, large ones and adaptive samplers' train alone; sharing changes no trial's numbers."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from conftest import write_spec
+from sweeps.driver import (AUTO_COBATCH, SMALL_TRIAL_FLOPS, SweepDriver, build_trial_config, cobatch_limit,
+                           max_cobatch, trial_flops)
+from sweeps.spec import load_spec, parse_spec, spec_digest, spec_to_dict
+from workers.backend import InProcessBackend
+
+SPEC = """\
+name: cb
+method: {method}
+run_cap: 10
+concurrency: 2
+seed: 3
+data: {{dataset: seed-1d, validation_fraction: 0.2}}
+parameters:
+  width: {{value: 4}}
+  activation: {{value: tanh}}
+  optimizer: {{value: adam}}
+  lr: {lr}
+  restarts: {{value: {restarts}}}
+  epochs: {{value: {epochs}}}
+  tol: {{value: {tol}}}
+verify: gate
+cobatch: {cobatch}
+"""
+
+
+def _spec(tmp_path, method="random", cobatch="auto", restarts=1, epochs=30, tol=0.0):
+    lr = "{values: [0.01, 0.03]}" if method == "grid" else "{distribution: log_uniform_values, min: 0.001, max: 0.1}"
+    text = SPEC.format(method=method, cobatch=cobatch, restarts=restarts, epochs=epochs, tol=tol, lr=lr)
+    return load_spec(write_spec(tmp_path, name="cb", text=text))
+
+
+class JobSizes(InProcessBackend):
+    """The in-process backend, recording how many trials each job holds."""
+
+    def __init__(self, slots: int) -> None:
+        super().__init__(slots)
+        self.sizes: list[int] = []
+
+    def start(self, job, configs, verify=None) -> None:
+        self.sizes.append(len(configs))
+        super().start(job, configs, verify)
+
+
+def _run(tmp_path, spec) -> tuple[list, list[int]]:
+    backend = JobSizes(2)
+    storage = f"sqlite:///{tmp_path}/optuna-{spec.cobatch}.db"
+    SweepDriver(spec, backend, None, storage).run()
+    return optuna.load_study(study_name=spec.name, storage=storage).trials, backend.sizes
+
+
+@pytest.mark.parametrize("method, expected", [("random", AUTO_COBATCH), ("grid", AUTO_COBATCH),
+                                              ("qmc", AUTO_COBATCH), ("tpe", 1), ("cmaes", 1), ("gp", 1)])
+def test_auto_cobatches_only_for_samplers_that_ignore_results(tmp_path, method, expected):
+    spec = _spec(tmp_path, method=method)
+    assert spec.cobatch == "auto" and max_cobatch(spec) == expected
+    assert max_cobatch(_spec(tmp_path, method=method, cobatch=3)) == 3  # a number holds for any sampler
+
+
+def test_auto_leaves_large_trials_alone(tmp_path):
+    spec = _spec(tmp_path)
+    small = build_trial_config(spec, 0, {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01,
+                                         "restarts": 1, "epochs": 30}, (1, 1)).train
+    large = build_trial_config(spec, 1, {"width": 50, "depth": 2, "activation": "tanh", "optimizer": "adam",
+                                         "lr": 0.01, "restarts": 10, "epochs": 500}, (1, 1)).train
+    assert trial_flops(small, 80) < SMALL_TRIAL_FLOPS < trial_flops(large, 80)
+    assert cobatch_limit(spec, small, 80) == AUTO_COBATCH and cobatch_limit(spec, large, 80) == 1
+    assert cobatch_limit(_spec(tmp_path, cobatch=4), large, 80) == 4
+
+
+def test_auto_shares_jobs_and_every_trial_keeps_its_numbers(tmp_path):
+    together, sizes = _run(tmp_path, _spec(tmp_path))
+    alone, alone_sizes = _run(tmp_path, _spec(tmp_path, cobatch=1))
+    assert max(sizes) > 1 and len(sizes) < len(together) == 10
+    assert alone_sizes == [1] * 10
+    for a, b in zip(alone, together):
+        assert a.params == b.params and a.state == b.state
+        assert (a.value, a.user_attrs["train_mse"], a.user_attrs["test_mse"]) == \
+               (b.value, b.user_attrs["train_mse"], b.user_attrs["test_mse"])  # to the last bit
+
+
+def test_auto_trains_a_trial_estimated_large_alone(tmp_path):
+    # 10 restarts x 100,000 epochs are estimated large; tol 10 stops every restart after an epoch
+    _, sizes = _run(tmp_path, _spec(tmp_path, restarts=10, epochs=100_000, tol=10.0))
+    assert sizes == [1] * 10
+
+
+def test_cobatch_is_kept_in_the_spec_yaml_but_not_in_the_digest(tmp_path):
+    base = "name: x\ndata: {dataset: seed-1d}\nparameters: {}\n"
+    auto, four = parse_spec(base), parse_spec(base + "cobatch: 4\n")
+    assert spec_to_dict(auto)["cobatch"] == "auto" and spec_to_dict(four)["cobatch"] == 4
+    assert spec_digest(auto) == spec_digest(four)  # it schedules trials, as concurrency does
