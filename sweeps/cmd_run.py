@@ -114,10 +114,11 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     # spec checked it whole; a file was read before). Ray stays in this thread (its processes die
     # with the thread that made them). Under ``device: cuda`` the writer starts only once the GPU
     # check passed: a refused run creates no store.
-    early = start_tracker(tracking_uri, spec.name, report) if spec.device != "cuda" else None
+    importances = len(spec.searched) > 1  # the report's fANOVA needs two searched parameters
+    early = start_tracker(tracking_uri, spec.name, report, importances) if spec.device != "cuda" else None
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
         loading = pool.submit(_import_and_load, spec, ray_address)
-        opening = pool.submit(_open_after, loading, early, tracking_uri, spec.name, report)
+        opening = pool.submit(_open_after, loading, early, tracking_uri, spec.name, report, importances)
         try:
             backend = start_backend(ray_address, spec.concurrency, imported=loading.result, device=spec.device)
         except BaseException:
@@ -222,14 +223,15 @@ def check_local_gpu() -> None:
                          "set device: cpu, or auto (a GPU where there is one), or run on a cluster with --ray-address")
 
 
-def _open_after(loading: Future[None], early: Any | None, tracking_uri: str | None, name: str, report: bool) -> Any:
+def _open_after(loading: Future[None], early: Any | None, tracking_uri: str | None, name: str, report: bool,
+                importances: bool) -> Any:
     try:
         loading.result()  # done (one thread runs both): a refused GPU opens no store
     except BaseException:
         if early is not None:
             _discard(early)
         raise
-    return ready_tracker(early) if early is not None else open_tracker(tracking_uri, name, report)
+    return ready_tracker(early) if early is not None else open_tracker(tracking_uri, name, report, importances)
 
 
 def _discard(tracker: Any) -> None:
@@ -238,15 +240,16 @@ def _discard(tracker: Any) -> None:
         tracker.report.cancel()
 
 
-def open_tracker(tracking_uri: str | None, name: str, report: bool = False) -> Any:
+def open_tracker(tracking_uri: str | None, name: str, report: bool = False, importances: bool = True) -> Any:
     """The sweep's MLflow writer (and, with ``report``, the report's process), its store open; an
     unreachable store is a one-line error, not a traceback."""
-    return ready_tracker(start_tracker(tracking_uri, name, report))
+    return ready_tracker(start_tracker(tracking_uri, name, report, importances))
 
 
-def start_tracker(tracking_uri: str | None, name: str, report: bool = False) -> Any:
+def start_tracker(tracking_uri: str | None, name: str, report: bool = False, importances: bool = True) -> Any:
     """Start the sweep's MLflow writer process (no torch, no MLflow here: milliseconds); it opens
-    the store while this process goes on. :func:`ready_tracker` waits for it."""
+    the store while this process goes on. :func:`ready_tracker` waits for it. ``importances``:
+    the report will compute fANOVA importances (its process imports scikit-learn ahead)."""
     from tracking.sweep import SweepTracker
 
     # Each REST call retries briefly; the tracker's own loop (MLPSWEEP_TRACKING_RETRY_S, 180 s by
@@ -254,7 +257,10 @@ def start_tracker(tracking_uri: str | None, name: str, report: bool = False) -> 
     # instead of MLflow's exponential backoff sleeping up to a minute past it.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    return SweepTracker(tracking_uri, name, report=report, wait=False)
+    tracker = SweepTracker(tracking_uri, name, report=report, wait=False)
+    if tracker.report is not None:
+        tracker.report.prepare(importances)
+    return tracker
 
 
 def ready_tracker(tracker: Any) -> Any:

@@ -1,7 +1,7 @@
 """The end-of-run report, drawn by a child that the MLflow writer process forks at its start.
 
-The report needs MLflow's store, matplotlib and scikit-learn (Optuna's fANOVA): seconds of
-imports; not torch (the fit picture reads the best trial's ``weights.npz``). The writer process
+The report needs MLflow's store, matplotlib and, for a sweep searching two parameters or more,
+scikit-learn (Optuna's fANOVA: :meth:`ReportChild.prepare` says whether): seconds of imports; not torch (the fit picture reads the best trial's ``weights.npz``). The writer process
 has imported MLflow when it forks this child (in milliseconds, sharing it), so the child
 imports the rest at low priority, on CPU that Ray's start and the workers leave idle; it then
 waits for :meth:`ReportChild.draw`, sent once every trial is written, and draws while the
@@ -46,6 +46,15 @@ class ReportChild:
             except (EOFError, OSError):
                 pass
         return self._pid
+
+    def prepare(self, importances: bool) -> None:
+        """Tell the child, while it waits, whether to import fANOVA's scikit-learn now (~1 CPU-s):
+        only a sweep with two searched parameters or more gets importances computed."""
+        if self._conn is not None:
+            try:
+                self._conn.send({"importances": bool(importances)})
+            except OSError:  # it died early: draw() says so
+                pass
 
     def draw(self, tracking_uri: str | None, sweep: str, storage: str | None) -> None:
         """Start drawing (returns at once): every trial must be written to the store by now."""
@@ -128,12 +137,14 @@ def _serve_one(conn: Any, client: Any) -> int:
     from tracking.forked import forget_connections
 
     forget_connections(client)
-    import optuna.importance  # noqa: F401  (fANOVA pulls in scikit-learn: the slowest import)
-
     from tracking.report import log_report_artifacts
 
     try:
         request = conn.recv()
+        if isinstance(request, dict):  # prepare(): fANOVA pulls in scikit-learn, the slowest import
+            if request.get("importances", True):
+                import optuna.importance  # noqa: F401
+            request = conn.recv()
     except EOFError:  # the driver closed the pipe without asking: nothing to draw
         return 0
     log_report_artifacts(*request)

@@ -77,3 +77,27 @@ def test_mlpsweep_run_logs_the_report_its_writer_child_draws(tmp_path):
     parent = client.search_runs([experiment.experiment_id], "tags.`mlpsweep.kind` = 'sweep'")[0]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, REPORT_DIR)}
     assert logged == {f"{REPORT_DIR}/{name}.png" for name, *_ in PICTURES} | {f"{REPORT_DIR}/report.html"}
+
+
+def _settled_maps(pid: int, quiet: float = 1.0, limit: float = 60.0) -> str:
+    """The child's mapped files once its CPU time has stopped growing (it waits for the request)."""
+    proc, deadline = psutil.Process(pid), time.monotonic() + limit
+    last = -1.0
+    while time.monotonic() < deadline:
+        used = sum(proc.cpu_times()[:2])
+        if used == last:
+            break
+        last = used
+        time.sleep(quiet)
+    with open(f"/proc/{pid}/maps") as fh:
+        return fh.read()
+
+
+@pytest.mark.parametrize("importances", [False, True])
+def test_the_report_child_imports_scikit_learn_only_for_importances(tracker, importances):
+    """fANOVA's scikit-learn is ~1 CPU-second of a run's start: a sweep searching one parameter or
+    none has no importances to compute (mlpsweep run says which with prepare). The True case shows
+    the settled child's maps do show the import when it ran."""
+    tracker.report.prepare(importances)
+    maps = _settled_maps(tracker.report.pid())
+    assert ("/sklearn/" in maps) is importances
