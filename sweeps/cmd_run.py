@@ -114,7 +114,7 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     # spec checked it whole; a file was read before). Ray stays in this thread (its processes die
     # with the thread that made them). Under ``device: cuda`` the writer starts only once the GPU
     # check passed: a refused run creates no store.
-    importances = len(spec.searched) > 1  # the report's fANOVA needs two searched parameters
+    importances = len(spec.searched()) > 1  # the report's fANOVA needs two searched parameters
     early = start_tracker(tracking_uri, spec.name, report, importances) if spec.device != "cuda" else None
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
         loading = pool.submit(_import_and_load, spec, ray_address)
