@@ -22,6 +22,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -143,14 +144,33 @@ class RunWriter:
                 delay = min(delay * 2, 10.0)
 
     # ----------------------------------------------------------------- requests
-    def trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str) -> str | None:
+    def trial(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str,
+              look_up: bool = False) -> str | None:
         attempts: list[int] = []
 
         def write() -> None:
             attempts.append(1)
-            self._write_trial(config, result, verified, architecture, look_up=len(attempts) > 1)
+            self._write_trial(config, result, verified, architecture, look_up=look_up or len(attempts) > 1)
 
         return self.retrying(f"trial {config.number}", write)
+
+    def trials(self, items: list[tuple[TrialConfig, TrialResult, str, str]]) -> list[str | None]:
+        """Several trials' runs (co-batched trials come in together): on a SQL store, and where
+        no run of theirs can exist yet, in one transaction; else, or if that fails, one by one
+        (looking each up first: nothing of a failed transaction is in the store, but a write
+        whose commit went through and then raised must not be written twice)."""
+        from tracking.bulk import sql_store, write_runs
+
+        fresh = not any(config.number in self.stored for config, *_ in items)
+        if len(items) > 1 and fresh and not self.down and sql_store(self.client) is not None:
+            try:
+                write_runs(self.client, self.experiment_id, [self._trial_record(*item) for item in items])
+                return [None] * len(items)
+            except Exception as exc:  # noqa: BLE001 - each is retried alone, with its own error
+                log.info("writing %d trials at once failed (%s: %s); writing them one by one", len(items),
+                         type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                return [self.trial(*item, look_up=True) for item in items]
+        return [self.trial(*item) for item in items]
 
     def progress(self, metrics: list[Metric]) -> None:
         for part in chunks(metrics, MAX_METRICS_PER_BATCH) if self.parent_run_id else ():
@@ -264,12 +284,8 @@ class RunWriter:
                      look_up: bool = False) -> None:
         """One trial's run, written whole (:func:`tracking.bulk.write_run`). The run key is looked up
         first only where a run may exist: a resumed sweep's trial or a retried write."""
-        from mlflow.entities import Param
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+        from tracking.bulk import write_record
 
-        from tracking.bulk import write_run
-
-        key = run_key(self.study_uid, config.number)
         if look_up or config.number in self.stored:
             existing = self._trial_run(config.number)
             if existing is not None and existing.info.status in ("FINISHED", "FAILED"):
@@ -279,6 +295,16 @@ class RunWriter:
                 # A half-written run from an earlier attempt (over HTTP, the server failed mid-write
                 # and its delete failed too): metric history appends, so replace the run.
                 self.client.delete_run(existing.info.run_id)
+        write_record(self.client, self.experiment_id, self._trial_record(config, result, verified, architecture))
+
+    def _trial_record(self, config: TrialConfig, result: TrialResult, verified: str, architecture: str) -> Any:
+        """The trial's run as a :class:`tracking.bulk.RunRecord`: tags, params, metrics and a
+        function writing its checkpoint (which adds the checkpoint's digests to the tags)."""
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        from tracking.bulk import RunRecord
+
         tags = {
             MLFLOW_PARENT_RUN_ID: self.parent_run_id,
             MLFLOW_RUN_NAME: f"trial-{config.number}",
@@ -287,7 +313,7 @@ class RunWriter:
             TAG["trial"]: str(config.number),
             TAG["architecture"]: architecture,
             TAG["verified"]: verified,
-            TAG["run_key"]: key,
+            TAG["run_key"]: run_key(self.study_uid, config.number),
             TAG["state"]: result.state,
             "number": str(config.number),
             "state": result.state,
@@ -311,9 +337,9 @@ class RunWriter:
                 (folder / CURVES_FILE).write_text(json.dumps(
                     {"train_mse": finite_or_none(result.train_curve), "val_mse": finite_or_none(result.val_curve)}))
 
-        write_run(self.client, self.experiment_id, run_name=f"trial-{config.number}", tags=tags,
-                  params=param_list, metrics=trial_metrics(result), artifacts=files,
-                  status="FAILED" if result.state == "FAIL" else "FINISHED")
+        return RunRecord(run_name=f"trial-{config.number}", tags=tags, params=param_list,
+                         metrics=trial_metrics(result), status="FAILED" if result.state == "FAIL" else "FINISHED",
+                         artifacts=files)
 
     def _save_checkpoint(self, folder: str, config: TrialConfig, result: TrialResult) -> str:
         """Write the trial's checkpoint files into ``folder`` (created); returns their sha256."""
@@ -384,13 +410,24 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
                 batch.append(inbox.get_nowait())
             except queue.Empty:
                 break
-        for raw in batch:
+        requests = deque(pickle.loads(raw) for raw in batch)
+        while requests:
             if not wanted():
                 return
-            request = pickle.loads(raw)
+            request = requests.popleft()
             kind = request[0]
             if kind == "progress":
                 writer.points.extend(_metrics(request[1]))
+                continue
+            if kind == "trial":  # with the trials right behind it (progress points may sit between)
+                trials = [request]
+                while requests and requests[0][0] in ("trial", "progress"):
+                    more = requests.popleft()
+                    if more[0] == "progress":
+                        writer.points.extend(_metrics(more[1]))
+                    else:
+                        trials.append(more)
+                _write_trials(writer, outbox, trials)
                 continue
             if kind in ("flush", "close", "close_parent"):
                 writer.write_progress()
@@ -404,14 +441,6 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
                     except Exception as exc:  # the driver decides what a failed read means
                         answer = (f"{type(exc).__name__}: {str(exc).strip()[:300]}", None)
                     outbox.put(("done", token, answer))
-                elif kind == "trial":
-                    token, config, result, verified, architecture = request[1:]
-                    try:
-                        error = writer.trial(config, result, verified, architecture)
-                    except Exception as exc:  # not a store error (those are retried): answer anyway
-                        log.exception("MLflow write of trial %s failed", config.number)
-                        error = f"{type(exc).__name__}: {exc}"[:300]
-                    outbox.put(("done", token, error))
                 elif kind == "verification":
                     writer.verification(request[1])
                 elif kind == "close_parent":
@@ -425,6 +454,24 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
                 log.exception("MLflow write failed")
                 writer.errors.append(f"{type(exc).__name__}: {exc}"[:300])
         writer.write_progress(at_most_every=PROGRESS_SECONDS)
+
+
+def _write_trials(writer: RunWriter, outbox: Any, requests: list[tuple]) -> None:
+    """``("trial", token, config, result, verified, architecture)`` requests, written together
+    (:meth:`RunWriter.trials`); each is answered, in order."""
+    items = [tuple(request[2:]) for request in requests]
+    try:
+        errors = writer.trials(items)  # type: ignore[arg-type]
+    except Exception:  # not a store error (those are retried): each alone, answered anyway
+        errors = []
+        for config, result, verified, architecture in items:
+            try:
+                errors.append(writer.trial(config, result, verified, architecture))
+            except Exception as exc:
+                log.exception("MLflow write of trial %s failed", config.number)
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+    for request, error in zip(requests, errors):
+        outbox.put(("done", request[1], error))
 
 
 def _metrics(points: list[tuple[str, float | int | None, int, int]]) -> list[Metric]:

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy import text
 
 from conftest import postgres_databases
-from tracking.bulk import sql_store, write_run
+from tracking.bulk import RunRecord, sql_store, write_run, write_runs
 from tracking.client import ensure_experiment, make_client
 
 PARAMS = [Param("width", "8"), Param("lr", "0.01"), Param("hidden_sizes", "8-8"), Param("empty", "")]
@@ -220,3 +220,31 @@ def test_an_artifacts_function_on_another_store_is_uploaded(tmp_path, monkeypatc
                        status="FINISHED", artifacts=_files(made))
     assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.pt"]
     assert not made[0].exists()  # a temporary folder, copied then removed
+
+
+def test_runs_written_together_equal_runs_written_alone(sqlite_client):
+    """write_runs: one transaction for several runs, each run's rows as write_run writes them."""
+    client, experiment_id = sqlite_client
+    records = [RunRecord(f"trial-{i}", {**TAGS, "n": str(i)}, PARAMS, metrics(), "FINISHED", _files([]))
+               for i in range(3)]
+    together = write_runs(client, experiment_id, records)
+    alone = [write_run(client, experiment_id, run_name=r.run_name, tags=r.tags, params=r.params, metrics=r.metrics,
+                       status=r.status, artifacts=_files([])) for r in records]
+    assert len(set(together)) == 3
+    for a, b in zip(together, alone):
+        for table in ("runs", "tags", "params", "metrics", "latest_metrics"):
+            assert rows(client, table, a) == rows(client, table, b), table
+        assert [f.path for f in client.list_artifacts(a, "checkpoint")] == ["checkpoint/model.pt"]
+
+
+def test_one_refused_run_leaves_none_of_its_batch(sqlite_client):
+    client, experiment_id = sqlite_client
+    made: list[Path] = []
+    good = RunRecord("good", {}, PARAMS, metrics(), "FINISHED", _files(made))
+    bad = RunRecord("bad", {}, [Param("bad key!", "1")], [], "FINISHED", _files(made))
+    location = Path(client.get_experiment(experiment_id).artifact_location.removeprefix("file://"))
+    with pytest.raises(MlflowException, match="Invalid"):
+        write_runs(client, experiment_id, [good, bad])
+    assert runs_in(client, experiment_id) == 0
+    assert len(made) == 2 and not any(folder.exists() for folder in made)
+    assert not location.exists() or list(location.iterdir()) == []
