@@ -131,10 +131,10 @@ def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
         a = a if a.dim() == 2 else a.expand(2, -1, -1)
         b = b.expand(2, -1, -1)
         bias = None if bias is None else bias.expand(2, -1, -1)
-    if bias is None:
-        out = torch.matmul(a, b)
+    if a.dim() == 3:
+        out = torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
     else:
-        out = torch.baddbmm(bias, a, b) if a.dim() == 3 else torch.matmul(a, b) + bias
+        out = torch.matmul(a, b) if bias is None else torch.matmul(a, b) + bias
     return out[:1] if one else out
 
 
