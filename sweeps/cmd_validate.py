@@ -62,6 +62,7 @@ def _as_json(spec: Any, origin: str) -> str:
 
 
 def _summary(spec: Any, origin: str) -> str:
+    from sweeps.cobatch import describe
     from sweeps.space import Constant, grid_size
     from sweeps.spec import spec_digest
 
@@ -88,6 +89,7 @@ def _summary(spec: Any, origin: str) -> str:
         parts = [f"{k} {v}" for k, v in e.model_dump(exclude=shown, exclude_none=True).items()]
         lines.append(f"  pruning   {e.type}: {', '.join(parts)}")
     lines.append(f"  verify    {spec.verify}")
+    lines.append(f"  cobatch   {describe(spec)}")
     if spec.method == "grid":
         total = 1
         for dim in space.values():

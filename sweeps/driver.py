@@ -35,49 +35,17 @@ from typing import Any, Callable, Iterator
 
 from models.config import TrainConfig, canonical_architecture, stack_key
 from sweeps import optuna_adapter as oa
+from sweeps.cobatch import cobatch_limit, max_cobatch
 from sweeps.spec import SweepSpec, hidden_widths, spec_digest, spec_to_yaml
 from workers.backend import Backend, Finished, JobLost, JobUpdate, Reported, Verified
 from workers.records import COMPLETE, FAIL, PRUNED, DataConfig, TrialConfig, TrialResult, gate_reason
 
 __all__ = ["SweepDriver", "SweepStats", "TrialSummary", "build_trial_config", "data_config", "summarize",
-           "MAX_ATTEMPTS", "max_cobatch", "cobatch_limit", "trial_flops"]
+           "MAX_ATTEMPTS"]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # a trial whose worker dies is tried at most this often
-
-# cobatch: auto. Same-shape trials share a job only where the sampler's next trial does not
-# depend on results (a wider window then costs no search quality) and a trial is small: 8 trials
-# of 8e7 operations trained 3.5x faster in one stack than one after another on one core (small
-# matrices are bound by per-op overhead, and each job costs ~5 ms of Ray and bookkeeping), 8 of
-# 9e8 only 1.05x, and big jobs leave a worker idle at a sweep's end (bench/README.md, session 12).
-AUTO_COBATCH = 8
-INDEPENDENT_SAMPLERS = frozenset({"random", "grid", "qmc"})
-SMALL_TRIAL_FLOPS = 1e8
-
-
-def trial_flops(train: TrainConfig, rows: int) -> float:
-    """Rough floating-point operations of one trial's training: forward and backward passes
-    (~6 per weight and row) over every restart and epoch, on ``rows`` training rows."""
-    weights = sum(a * b for a, b in zip(train.sizes, train.sizes[1:]))
-    return 6.0 * train.restarts * train.max_epochs * rows * weights
-
-
-def max_cobatch(spec: SweepSpec) -> int:
-    """The most trials one job may hold (it sets the reproducibility window): the spec's
-    ``cobatch``, or under ``auto`` :data:`AUTO_COBATCH` for samplers that ignore results, else 1."""
-    if spec.cobatch != "auto":
-        return int(spec.cobatch)
-    return AUTO_COBATCH if spec.method in INDEPENDENT_SAMPLERS else 1
-
-
-def cobatch_limit(spec: SweepSpec, train: TrainConfig, rows: int) -> int:
-    """How many waiting trials shaped like ``train`` one job takes: :func:`max_cobatch`, but
-    under ``auto`` 1 for a trial of more than :data:`SMALL_TRIAL_FLOPS`."""
-    if spec.cobatch == "auto" and trial_flops(train, rows) > SMALL_TRIAL_FLOPS:
-        return 1
-    return max_cobatch(spec)
-
 
 @dataclass
 class TrialSummary:

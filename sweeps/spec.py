@@ -102,10 +102,9 @@ MAX_LAYERS = 8  # width_1 .. width_8
 MAX_SEED = 2**32 - 1  # NumPy seeds
 
 # Fields left out of spec_digest: changing them neither changes what a trial means nor
-# invalidates finished trials (extending run_cap is how a sweep is continued).
-# Left out of the digest, so a resumed sweep may change them. concurrency and cobatch schedule the
-# trials (they set the driver's reproducibility window: under an adaptive sampler, changing them
-# changes which trials come next); the run's own values are in its spec.yaml.
+# invalidates finished trials (extending run_cap is how a sweep is continued). concurrency and
+# cobatch schedule the trials: they set the driver's reproducibility window, so under an adaptive
+# sampler a change picks other next trials; each run's own values are in its spec.yaml.
 DIGEST_EXCLUDES: tuple[str, ...] = ("description", "run_cap", "concurrency", "device", "cobatch")
 
 Loc = tuple[Any, ...]

@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 from conftest import write_spec
-from sweeps.driver import (AUTO_COBATCH, SMALL_TRIAL_FLOPS, SweepDriver, build_trial_config, cobatch_limit,
-                           max_cobatch, trial_flops)
+from sweeps.cobatch import AUTO_COBATCH, SMALL_TRIAL_FLOPS, cobatch_limit, describe, max_cobatch, trial_flops
+from sweeps.driver import SweepDriver, build_trial_config
 from sweeps.spec import load_spec, parse_spec, spec_digest, spec_to_dict
 from workers.backend import InProcessBackend
 
@@ -61,6 +61,7 @@ def _run(tmp_path, spec) -> tuple[list, list[int]]:
 def test_auto_cobatches_only_for_samplers_that_ignore_results(tmp_path, method, expected):
     spec = _spec(tmp_path, method=method)
     assert spec.cobatch == "auto" and max_cobatch(spec) == expected
+    assert f"up to {expected} same-shape" in describe(spec) if expected > 1 else "1 trial per job" in describe(spec)
     assert max_cobatch(_spec(tmp_path, method=method, cobatch=3)) == 3  # a number holds for any sampler
 
 
