@@ -26,6 +26,7 @@ TAG = {
     "weights_sha256": "mlpsweep.weights_sha256",
     "study_uid": "mlpsweep.study_uid",
     "restarts": "mlpsweep.restart_status",  # JSON list: converged | max_epochs | diverged: … per restart
+    "cobatched": "mlpsweep.cobatched",  # trials trained in this one's job (train_seconds is its share)
 }
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100

@@ -324,6 +324,8 @@ class RunWriter:
             tags[TAG["reason"]] = result.reason[:5000]
         if result.restart_status:
             tags[TAG["restarts"]] = json.dumps(list(result.restart_status))[:5000]
+        if result.extra.get("cobatched"):
+            tags[TAG["cobatched"]] = str(result.extra["cobatched"])
         params = {**config.params, "hidden_sizes": "-".join(map(str, config.train.sizes[1:-1]))}
         param_list = [Param(k, str(v)) for k, v in params.items()][:MAX_PARAMS_PER_BATCH]
 
