@@ -111,8 +111,10 @@ def test_nan_data_marks_restart_diverged_with_epoch(seed1d):
 def test_quasi_newton_optimizers_fit_seed1d(seed1d, optimizer):
     # torch L-BFGS at the notebooks' lr 0.5 without a line search blows up in ~60 % of restarts
     # here: 3 restarts all blew up about one time in five (a last-bit change in the forward pass
-    # decided it), so the notebooks' 10 restarts, as the recipe intends.
-    config = TrainConfig((1, 10, 1), "tanh", optimizer, max_epochs=200, restarts=10, seed=0)
+    # decided it), so the notebooks' 10 restarts, as the recipe intends. scipy's line-searched
+    # methods converge from every start; 3 keep the test short.
+    restarts = 10 if optimizer == "lbfgs" else 3
+    config = TrainConfig((1, 10, 1), "tanh", optimizer, max_epochs=200, restarts=restarts, seed=0)
     result = train_restarts(config, seed1d)
     assert result.best_restart is not None
     assert result.best(result.train_mse) < 0.05  # sin(x) with noise 0.1: a good fit is ~0.01
