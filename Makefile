@@ -30,4 +30,4 @@ bench: install
 	$(PY) bench/timeline.py bench/seed-1d-64.yaml
 
 clean:
-	rm -rf $(VENV) *.egg-info mlflow.db mlflow.db-wal mlflow.db-shm optuna.journal mlruns mlartifacts
+	rm -rf $(VENV) *.egg-info mlflow.db mlflow.db-wal mlflow.db-shm optuna.journal optuna.journal.*.lock mlruns mlartifacts

@@ -102,7 +102,26 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
 
     A spec from :func:`load_run_spec` whose dataset is a file must have passed :func:`check_data`
     first; a built-in dataset is loaded here, beside Ray's start.
+
+    Raises:
+        UsageError: among others, the sweep is running in another process on the same local
+            storage (:mod:`sweeps.runlock`); nothing is started.
     """
+    from sweeps.cli import UsageError
+    from sweeps.runlock import SweepRunning, sweep_lock
+    from tracking.sweep import default_storage
+
+    storage = storage or default_storage(tracking_uri)
+    try:
+        with sweep_lock(storage, spec.name):
+            return _execute(spec, tracking_uri=tracking_uri, storage=storage, ray_address=ray_address,
+                            quiet=quiet, report=report)
+    except SweepRunning as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: str | None,
+             quiet: bool, report: bool) -> tuple[list[Any], Any]:
     from rich.live import Live
 
     from sweeps.cli import UsageError
@@ -135,9 +154,7 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
             _stop_local_ray()
             raise
     from sweeps.driver import SweepDriver
-    from tracking.sweep import default_storage
 
-    storage = storage or default_storage(tracking_uri)
     console = stderr_console()
     live = Live("starting…", console=console, refresh_per_second=4, transient=False) if not quiet else None
     update = (lambda stats: live.update(progress_line(stats))) if live else None

@@ -1,0 +1,85 @@
+"""One driver per sweep on a local storage: a second ``mlpsweep run`` of a sweep that is running
+would take the first one's trials in flight for a stopped driver's orphans and queue them again.
+
+The lock is a file beside the Optuna storage (``optuna.journal.NAME.lock`` for the journal,
+``optuna.db.NAME.lock`` for a SQLite file) held with ``flock`` for the run: the kernel releases
+it when the process ends, however it ends, so a killed driver never leaves a stale lock; a clean
+run removes the file. A database server's storage (PostgreSQL, MySQL) is shared between
+machines and gets no file lock. Where ``fcntl`` is missing (Windows) there is no lock.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["lock_path", "sweep_lock", "SweepRunning"]
+
+
+class SweepRunning(RuntimeError):
+    """Another process runs this sweep on this storage (the message names it and its pid)."""
+
+
+def lock_path(storage: str, sweep: str) -> Path | None:
+    """The lock file of ``sweep`` on ``storage`` (a journal path or a ``sqlite:///`` URL); None
+    for a database server's URL."""
+    if storage.startswith("sqlite:///"):
+        base = Path(storage[len("sqlite:///"):])
+    elif "://" in storage:
+        return None
+    else:
+        base = Path(storage)
+    return base.with_name(f"{base.name}.{sweep}.lock")
+
+
+@contextmanager
+def sweep_lock(storage: str, sweep: str) -> Iterator[Path | None]:
+    """Hold the sweep's lock while the block runs (yields its path; None where there is none).
+
+    Raises:
+        SweepRunning: another live process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock here: no lock
+        yield None
+        return
+    path = lock_path(storage, sweep)
+    if path is None:
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(fcntl, path, sweep)
+    try:
+        yield path
+    finally:
+        try:
+            path.unlink()  # while still held: a process waiting on this file sees it gone and retries
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _acquire(fcntl: object, path: Path, sweep: str) -> int:
+    """Open and lock ``path``; the file must still be the one at ``path`` once locked (a run
+    ending meanwhile removes it), else try again on the new file."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[attr-defined]
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SweepRunning(f"sweep {sweep} is already running in process {holder} with this storage "
+                               f"({path.parent}); wait for it to end (mlpsweep status {sweep}), stop it, "
+                               f"or give this spec another name") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)

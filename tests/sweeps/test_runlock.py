@@ -1,0 +1,73 @@
+"""One driver per sweep on a local storage: a second ``mlpsweep run`` of a running sweep is
+refused before it starts anything (it would have queued the first one's trials in flight
+again as a stopped driver's orphans); a killed driver leaves no lock behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, process_ended, run_cli, write_spec
+from sweeps.runlock import SweepRunning, lock_path, sweep_lock
+
+HOLD = """\
+import sys, time
+sys.path.insert(0, {root!r})
+from sweeps.runlock import sweep_lock
+with sweep_lock({storage!r}, {sweep!r}) as path:
+    print(path, flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(storage: str, sweep: str) -> subprocess.Popen:
+    """A process holding ``sweep``'s lock on ``storage`` (once it printed the lock's path)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT), storage=storage, sweep=sweep)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip()
+    return proc
+
+
+def test_lock_files_sit_beside_a_local_storage_only(tmp_path):
+    assert lock_path(f"{tmp_path}/optuna.journal", "s1") == tmp_path / "optuna.journal.s1.lock"
+    assert lock_path(f"sqlite:///{tmp_path}/optuna.db", "s1") == tmp_path / "optuna.db.s1.lock"
+    assert lock_path("postgresql://postgres@127.0.0.1/db", "s1") is None
+    with sweep_lock("postgresql://postgres@127.0.0.1/db", "s1") as path:
+        assert path is None
+
+
+def test_a_second_driver_of_a_running_sweep_is_refused_until_the_first_is_gone(tmp_path):
+    storage = str(tmp_path / "optuna.journal")
+    holder = _holder(storage, "s1")
+    try:
+        with pytest.raises(SweepRunning, match=f"sweep s1 is already running in process {holder.pid}"):
+            with sweep_lock(storage, "s1"):
+                pass
+        with sweep_lock(storage, "other") as path:  # another sweep in the same storage runs alongside
+            assert path == tmp_path / "optuna.journal.other.lock" and path.exists()
+        assert not path.exists()  # a run that ends removes its lock file
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # killed: the kernel releases its lock; its file stays
+        holder.wait()
+    assert (tmp_path / "optuna.journal.s1.lock").exists()
+    with sweep_lock(storage, "s1") as path:
+        assert path is not None
+    assert not path.exists()
+
+
+def test_mlpsweep_run_of_a_running_sweep_exits_2_and_starts_nothing(tmp_path):
+    spec = write_spec(tmp_path, name="busy", run_cap=2, epochs=5)
+    holder = _holder(str(tmp_path / "optuna.journal"), "busy")
+    try:
+        proc = run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path, check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"sweep busy is already running in process {holder.pid}" in lines[0], proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.journal").exists()
+    assert process_ended(holder.pid)
