@@ -1,11 +1,13 @@
-"""One driver per sweep on a local storage: a second ``mlpsweep run`` of a sweep that is running
-would take the first one's trials in flight for a stopped driver's orphans and queue them again.
+"""One driver per sweep and storage: a second ``mlpsweep run`` of a sweep that is running would
+take the first one's trials in flight for a stopped driver's orphans and queue them again.
 
-The lock is a file beside the Optuna storage (``optuna.journal.NAME.lock`` for the journal,
+On a local storage the lock is a file beside it (``optuna.journal.NAME.lock`` for the journal,
 ``optuna.db.NAME.lock`` for a SQLite file) held with ``flock`` for the run: the kernel releases
 it when the process ends, however it ends, so a killed driver never leaves a stale lock; a clean
-run removes the file. A database server's storage (PostgreSQL, MySQL) is shared between
-machines and gets no file lock. Where ``fcntl`` is missing (Windows) there is no lock.
+run removes the file. On PostgreSQL (cluster runs, drivers on any machine) it is a session
+advisory lock keyed by the sweep's name, held on a connection of its own: the server releases it
+when that connection ends, a killed driver's included. MySQL storages and machines without
+``fcntl`` (Windows) get no lock.
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def sweep_lock(storage: str, sweep: str) -> Iterator[Path | None]:
         return
     path = lock_path(storage, sweep)
     if path is None:
-        yield None
+        with _database_lock(storage, sweep):
+            yield None
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(fcntl, path, sweep)
@@ -59,6 +62,43 @@ def sweep_lock(storage: str, sweep: str) -> Iterator[Path | None]:
         except OSError:
             pass
         os.close(fd)
+
+
+@contextmanager
+def _database_lock(storage: str, sweep: str) -> Iterator[None]:
+    """PostgreSQL: ``pg_try_advisory_lock`` on the sweep's key, on its own connection; other
+    servers: nothing."""
+    if not storage.startswith("postgresql"):
+        yield
+        return
+    import hashlib
+    import socket
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    key = int.from_bytes(hashlib.sha256(f"mlpsweep-driver:{sweep}".encode()).digest()[:8], "big", signed=True)
+    me = f"mlpsweep driver {socket.gethostname()} pid {os.getpid()}"[:63]
+    try:
+        engine = create_engine(storage, poolclass=NullPool, connect_args={"application_name": me})
+        db = engine.connect()
+    except Exception:  # noqa: BLE001 - an unusable storage is Optuna's to report, as without the lock
+        yield
+        return
+    try:
+        if not db.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            holder = db.execute(text(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"), {"k": key}).scalar()
+            raise SweepRunning(f"sweep {sweep} is already running with this storage (held by "
+                               f"{holder or 'another connection'}); wait for it to end (mlpsweep status {sweep}), "
+                               f"stop it, or give this spec another name")
+        yield
+    finally:
+        db.close()  # the server drops the lock with the session
+        engine.dispose()
 
 
 def _acquire(fcntl: object, path: Path, sweep: str) -> int:

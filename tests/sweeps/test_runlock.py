@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import ROOT, process_ended, run_cli, write_spec
+from conftest import ROOT, postgres_databases, process_ended, run_cli, write_spec
 from sweeps.runlock import SweepRunning, lock_path, sweep_lock
 
 HOLD = """\
@@ -71,3 +72,28 @@ def test_mlpsweep_run_of_a_running_sweep_exits_2_and_starts_nothing(tmp_path):
     assert len(lines) == 1 and f"sweep busy is already running in process {holder.pid}" in lines[0], proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.journal").exists()
     assert process_ended(holder.pid)
+
+
+@pytest.mark.integration
+def test_on_postgresql_a_second_driver_is_refused_until_the_first_connection_is_gone():
+    """Cluster runs keep the study on PostgreSQL, their drivers on any machine: the lock is the
+    server's (a session advisory lock), dropped with a killed driver's connection."""
+    with postgres_databases("mlpsweep_lock", "optuna") as urls:
+        holder = _holder(urls["optuna"], "s1")
+        try:
+            with pytest.raises(SweepRunning, match=f"sweep s1 is already running .*pid {holder.pid}"):
+                with sweep_lock(urls["optuna"], "s1"):
+                    pass
+            with sweep_lock(urls["optuna"], "other"):  # another sweep on the same database
+                pass
+        finally:
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
+        deadline = time.monotonic() + 20
+        while True:  # the server notices the dead connection at once; allow it a moment
+            try:
+                with sweep_lock(urls["optuna"], "s1"):
+                    break
+            except SweepRunning:
+                assert time.monotonic() < deadline, "the killed driver's lock stayed"
+                time.sleep(0.2)
