@@ -104,7 +104,7 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     first; a built-in dataset is loaded here, beside Ray's start.
 
     Raises:
-        UsageError: among others, the sweep is running in another process on the same local
+        UsageError: among others, the sweep is running in another process with the same
             storage (:mod:`sweeps.runlock`); nothing is started.
     """
     from sweeps.cli import UsageError
