@@ -158,19 +158,29 @@ class RunWriter:
         """Several trials' runs (co-batched trials come in together): on a SQL store, and where
         no run of theirs can exist yet, in one transaction; else, or if that fails, one by one
         (looking each up first: nothing of a failed transaction is in the store, but a write
-        whose commit went through and then raised must not be written twice)."""
+        whose commit went through and then raised must not be written twice). Never raises:
+        each trial gets its own error, or None."""
         from tracking.bulk import sql_store, write_runs
 
         fresh = not any(config.number in self.stored for config, *_ in items)
-        if len(items) > 1 and fresh and not self.down and sql_store(self.client) is not None:
+        if len(items) > 1 and fresh and not self.down:
             try:
-                write_runs(self.client, self.experiment_id, [self._trial_record(*item) for item in items])
-                return [None] * len(items)
+                if sql_store(self.client) is not None:
+                    write_runs(self.client, self.experiment_id, [self._trial_record(*item) for item in items])
+                    return [None] * len(items)
             except Exception as exc:  # noqa: BLE001 - each is retried alone, with its own error
                 log.info("writing %d trials at once failed (%s: %s); writing them one by one", len(items),
                          type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
-                return [self.trial(*item, look_up=True) for item in items]
-        return [self.trial(*item) for item in items]
+                return [self._trial_answer(item, look_up=True) for item in items]
+        return [self._trial_answer(item) for item in items]
+
+    def _trial_answer(self, item: tuple[TrialConfig, TrialResult, str, str], look_up: bool = False) -> str | None:
+        """:meth:`trial`, with an error that is not the store's (those are retried) as its answer."""
+        try:
+            return self.trial(*item, look_up=look_up)
+        except Exception as exc:  # noqa: BLE001 - the driver is answered anyway
+            log.exception("MLflow write of trial %s failed", item[0].number)
+            return f"{type(exc).__name__}: {exc}"[:300]
 
     def progress(self, metrics: list[Metric]) -> None:
         for part in chunks(metrics, MAX_METRICS_PER_BATCH) if self.parent_run_id else ():
@@ -461,17 +471,7 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
 def _write_trials(writer: RunWriter, outbox: Any, requests: list[tuple]) -> None:
     """``("trial", token, config, result, verified, architecture)`` requests, written together
     (:meth:`RunWriter.trials`); each is answered, in order."""
-    items = [tuple(request[2:]) for request in requests]
-    try:
-        errors = writer.trials(items)  # type: ignore[arg-type]
-    except Exception:  # not a store error (those are retried): each alone, answered anyway
-        errors = []
-        for config, result, verified, architecture in items:
-            try:
-                errors.append(writer.trial(config, result, verified, architecture))
-            except Exception as exc:
-                log.exception("MLflow write of trial %s failed", config.number)
-                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+    errors = writer.trials([tuple(request[2:]) for request in requests])  # type: ignore[misc]
     for request, error in zip(requests, errors):
         outbox.put(("done", request[1], error))
 
