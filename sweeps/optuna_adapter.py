@@ -169,26 +169,43 @@ def storage_for(storage: str, *, create: bool = True) -> str | optuna.storages.B
 
 
 def journal_backend(path: str) -> Any:
-    """Optuna's journal file backend, but appending without an fsync per entry.
+    """Optuna's journal file backend, appending without an fsync per entry, under an ``flock``.
 
     Optuna syncs the file after every entry, and a trial is 7–15 entries (its creation, each
     suggested value, each attribute, the tell): 0.3 ms each on our machines' disks, on the sweep
     driver's one thread, a few ms per trial. As with ``tracking.client.enable_fast_sqlite``, a
     killed process loses nothing (the entries are in the OS page cache); only a power cut can
-    drop the last ones, and Optuna's reader ignores an unfinished last line. Same lock, same
-    format: a journal is read and continued by stock Optuna.
+    drop the last ones, and Optuna's reader ignores an unfinished last line.
+
+    Optuna's lock is a symlink made and renamed away around every entry: three changes to the
+    folder, 0.1–0.3 ms each (a third of the driver's time in a sweep of tiny trials). Here the
+    appending process holds an ``flock`` on the journal itself instead (microseconds; released
+    with the file, so a killed writer leaves no lock behind). Every mlpsweep command writes
+    through this backend; the format is Optuna's, so a journal is read and continued by stock
+    Optuna (which must not append while a sweep runs: it takes the symlink lock, not this one).
+    Where ``fcntl`` is missing (Windows), Optuna's lock is used.
     """
     from optuna.storages.journal import JournalFileBackend
 
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None  # type: ignore[assignment]
+
     class _UnsyncedJournalFile(JournalFileBackend):
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            text = "\n".join(json.dumps(entry, separators=(",", ":")) for entry in logs) + "\n"
-            self._lock.acquire()
-            try:
-                with open(self._file_path, "ab") as fh:
-                    fh.write(text.encode("utf-8"))
-            finally:
-                self._lock.release()
+            data = ("\n".join(json.dumps(entry, separators=(",", ":")) for entry in logs) + "\n").encode("utf-8")
+            if fcntl is None:
+                self._lock.acquire()
+                try:
+                    with open(self._file_path, "ab") as fh:
+                        fh.write(data)
+                finally:
+                    self._lock.release()
+                return
+            with open(self._file_path, "ab") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                fh.write(data)  # closing flushes it, then releases the lock
 
     return _UnsyncedJournalFile(path)
 
