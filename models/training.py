@@ -120,22 +120,79 @@ def _mse(pred: Tensor, y: Tensor) -> Tensor:
 def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``a @ b (+ bias)`` on every row of a stack: a (N, k) shared or (R, N, k), b (R, k, n).
 
-    A row's result must not depend on how many rows share the stack, or a co-batched trial
-    would differ from the same trial alone. It does not for two rows or more; but one row with
-    one output column (``n == 1``: the last layer of a one-output net, its weight gradient) goes
-    to a matrix-vector kernel that rounds differently (~1e-7 relative on MKL), so that case runs
-    as two equal rows. It is O(N·k): cheap next to the hidden layers.
+    A row's result must not depend on how many rows share the stack, nor on where in it the
+    row sits, or a co-batched trial would differ from the same trial alone. A batched product
+    (``bmm``) computes each row on its own, but on the CPU two things change its rounding:
+
+    - MKL's kernel depends on whether each row's matrices start on a 16-byte boundary (seen on
+      AMD EPYC: rows at odd positions of a stack of 1×6 gradients rounded differently). So every
+      operand and the result have row strides that keep them aligned (:func:`_aligned`; a copy
+      only where a row's size is not a multiple of 16 bytes: O(N·k), cheap next to the product).
+    - one row with one output column (``n == 1``: the last layer of a one-output net, its weight
+      gradient) goes to a matrix-vector kernel that rounds differently (~1e-7 relative), so that
+      case runs as two equal rows.
+
+    ``matmul`` is not used for a shared ``a``: it folds the stack into one product whose rounding
+    depends on its height; the expanded view costs nothing.
     """
     one = b.shape[0] == 1 and b.shape[-1] == 1
+    rows = 2 if one else b.shape[0]
     if one:
-        a = a if a.dim() == 2 else a.expand(2, -1, -1)
-        b = b.expand(2, -1, -1)
-        bias = None if bias is None else bias.expand(2, -1, -1)
-    if a.dim() == 3:
-        out = torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
-    else:
-        out = torch.matmul(a, b) if bias is None else torch.matmul(a, b) + bias
+        b = b.expand(rows, -1, -1)
+        bias = None if bias is None else bias.expand(rows, -1, -1)
+    a = a.expand(rows, -1, -1)  # (N, k) or (1, N, k): a view
+    if a.device.type == "cpu" and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        a, b = _aligned(a), _aligned(b)
+        m, n = a.shape[1], b.shape[2]
+        if _padded_size(m * n, a.dtype) != m * n:  # else each row of a new stack is aligned already
+            out = _aligned_empty(rows, m, n, a)
+            out = torch.bmm(a, b, out=out) if bias is None else torch.baddbmm(bias, a, b, out=out)
+            return out[:1] if one else out
+    # (autograd, for the quasi-Newton rows trained one by one, cannot write into ``out``)
+    out = torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
     return out[:1] if one else out
+
+
+_ALIGN_BYTES = 16
+
+
+def _padded_size(n: int, dtype: torch.dtype) -> int:
+    """``n`` elements rounded up to a whole number of 16-byte blocks."""
+    per = _ALIGN_BYTES // dtype.itemsize
+    return -(-n // per) * per
+
+
+def _layout(sizes: Sequence[int], dtype: torch.dtype) -> tuple[list[tuple[int, tuple[int, int]]], int]:
+    """Where each parameter sits in a row of the flat buffer, ``[(offset, shape)]`` in the order
+    W0 (fan_in, fan_out), b0 (1, fan_out), W1, ..., and the row's length: every parameter starts
+    on a 16-byte boundary (see :func:`_matmul`)."""
+    places, offset = [], 0
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for shape in ((fan_in, fan_out), (1, fan_out)):
+            places.append((offset, shape))
+            offset += _padded_size(shape[0] * shape[1], dtype)
+    return places, offset
+
+
+def _aligned_empty(rows: int, m: int, n: int, like: Tensor) -> Tensor:
+    """An uninitialised (rows, m, n) stack whose every row starts on a 16-byte boundary
+    (rows of contiguous m×n matrices, each padded to a multiple of 16 bytes)."""
+    stride = _padded_size(m * n, like.dtype)
+    buffer = torch.empty(rows, stride, dtype=like.dtype, device=like.device)  # 64-byte aligned
+    return buffer.as_strided((rows, m, n), (stride, n, 1))
+
+
+def _aligned(x: Tensor) -> Tensor:
+    """``x`` (a stack) itself when each row's matrix starts on a 16-byte boundary, else a copy that does."""
+    if x.data_ptr() % _ALIGN_BYTES == 0 and (x.stride(0) * x.element_size()) % _ALIGN_BYTES == 0:
+        return x
+    if x.stride(0) == 0:  # a shared matrix, expanded: copy it once
+        return x[0].clone().expand(x.shape[0], -1, -1)
+    if x.stride(-2) < x.stride(-1):  # a transposed view stays one (MKL's kernel for it differs)
+        return _aligned(x.transpose(-2, -1)).transpose(-2, -1)
+    out = _aligned_empty(x.shape[0], x.shape[1], x.shape[2], x)
+    out.copy_(x)
+    return out
 
 
 class StackTrainer:
@@ -224,16 +281,18 @@ class StackTrainer:
     def _init_stack(self) -> tuple[Tensor, list[Tensor]]:
         from models.mlp import init_parameters
 
-        per_row = [init_parameters(self.sizes, g, torch.float32) for g in self.generators]
-        flat = torch.stack([torch.cat([t.reshape(-1) for t in p.values()]) for p in per_row])
-        flat = flat.to(self.device, self.dtype)  # (R, P)
-        views, offset = [], 0
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            for shape in ((fan_in, fan_out), (1, fan_out)):
-                n = shape[0] * shape[1]
-                views.append(flat[:, offset : offset + n].view(self.R, *shape))
-                offset += n
+        per_row = [list(init_parameters(self.sizes, g, torch.float32).values()) for g in self.generators]
+        self._places, P = _layout(self.sizes, self.dtype)
+        flat = torch.zeros(self.R, P, dtype=self.dtype, device=self.device)  # the gaps between parameters stay 0
+        views = self._views(flat)
+        with torch.no_grad():
+            for i, view in enumerate(views):
+                view.copy_(torch.stack([p[i] for p in per_row]).view_as(view))
         return flat, views
+
+    def _views(self, flat: Tensor) -> list[Tensor]:
+        """The parameters' views of a flat (R, P) buffer: [W0 (R, fan_in, fan_out), b0 (R, 1, fan_out), ...]."""
+        return [flat[:, o : o + shape[0] * shape[1]].view(self.R, *shape) for o, shape in self._places]
 
     # ----------------------------------------------------------------- math
     def forward(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
@@ -450,7 +509,9 @@ class StackTrainer:
         """One optimizer step on the flat (R, P) parameter buffer; rows not in ``still`` keep
         their values. One buffer means a handful of tensor ops per step, whatever the depth."""
         self._step += 1
-        g = torch.cat([t.reshape(self.R, -1) for t in grads], dim=1)  # (R, P)
+        g = torch.zeros_like(self.flat)  # (R, P), laid out as the parameters
+        for view, grad in zip(self._views(g), grads):
+            view.copy_(grad)
         lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
         with torch.no_grad():
             if self.optimizer == "adam":
@@ -517,7 +578,8 @@ class StackTrainer:
 
     def _set_row(self, r: int, row_params: Sequence[Tensor]) -> None:
         with torch.no_grad():
-            self.flat[r] = torch.cat([q.detach().reshape(-1) for q in row_params]).to(self.flat.dtype)
+            for view, q in zip(self.params, row_params):
+                view[r : r + 1].copy_(q.detach().reshape(view[r : r + 1].shape))
 
     def _row_objective(self, r: int, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         X, y = self._train_as(params[0].dtype)

@@ -11,10 +11,18 @@ from workers.backend import Finished, WorkerState
 from workers.records import DataConfig, TrialConfig
 
 
-def _trial(number: int, lr: float, momentum: float = 0.9, optimizer: str = "sgd", restarts: int = 3) -> TrialConfig:
-    train = TrainConfig((1, 6, 6, 1), "tanh", optimizer, lr=lr, momentum=momentum if optimizer == "sgd" else 0.0,
+NETS = {  # (dataset, sizes, activation): one output and 80 rows; two outputs, 40 rows and sigmoid
+    "1d-tanh": ("seed-1d", (1, 6, 6, 1), "tanh"),
+    "iris-sigmoid": ("iris-petal", (2, 9, 2), "sigmoid"),
+}
+
+
+def _trial(number: int, lr: float, momentum: float = 0.9, optimizer: str = "sgd", restarts: int = 3,
+           net: str = "1d-tanh") -> TrialConfig:
+    dataset, sizes, activation = NETS[net]
+    train = TrainConfig(sizes, activation, optimizer, lr=lr, momentum=momentum if optimizer != "adam" else 0.0,
                         max_epochs=80, restarts=restarts, tol=0.0, seed=1000 + number)
-    return TrialConfig(number=number, params={"lr": lr}, train=train, data=DataConfig("seed-1d"))
+    return TrialConfig(number=number, params={"lr": lr}, train=train, data=DataConfig(dataset))
 
 
 def _results(state: WorkerState, job: int, configs):
@@ -29,19 +37,22 @@ def _bits(values) -> list[str]:
 
 
 @pytest.mark.parametrize("restarts", [3, 1])  # one row: the stack's one-row kernels must round as the batched ones
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_cobatched_trials_equal_trials_alone(optimizer, restarts):
-    configs = [_trial(n, lr, optimizer=optimizer, restarts=restarts) for n, lr in enumerate([0.003, 0.03, 0.1, 50.0])]
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_cobatched_trials_equal_trials_alone(optimizer, restarts, net):
+    # 5 trials: each sits at another offset of the stack than alone (odd ones too)
+    configs = [_trial(n, lr, optimizer=optimizer, restarts=restarts, net=net)
+               for n, lr in enumerate([0.003, 0.03, 0.1, 50.0, 0.01])]
     state = WorkerState("test")
     together = _results(state, 0, configs)
-    assert set(together) == {0, 1, 2, 3}
+    assert set(together) == {0, 1, 2, 3, 4}
     for i, config in enumerate(configs):
         alone = _results(state, 10 + i, [config])[config.number]
         mine = together[config.number]
         assert mine.state == alone.state and mine.restart_status == alone.restart_status
         for field in ("restart_train_mse", "restart_val_mse", "train_curve", "val_curve"):
             assert _bits(getattr(mine, field)) == _bits(getattr(alone, field)), (config.number, field)
-        assert mine.extra.get("cobatched") == 4
+        assert mine.extra.get("cobatched") == 5
 
 
 def test_cobatch_is_a_spec_key():
