@@ -10,6 +10,7 @@ drawn in the driver by :meth:`ReportChild.wait`.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -137,6 +138,7 @@ def _serve_one(conn: Any, client: Any) -> int:
     from tracking.forked import forget_connections
 
     forget_connections(client)
+    gc.disable()  # while matplotlib (and scikit-learn) are imported: no collection of what lives on
     from tracking.report import log_report_artifacts
 
     try:
@@ -147,6 +149,9 @@ def _serve_one(conn: Any, client: Any) -> int:
             request = conn.recv()
     except EOFError:  # the driver closed the pipe without asking: nothing to draw
         return 0
+    finally:
+        gc.freeze()  # the report's reads and pictures then collect only their own objects (0.3 → 0.1 s
+        gc.enable()  # to read a sweep of 500 trials)
     log_report_artifacts(*request)
     _close_store(request[0])  # the run's last writer: the driver then folds SQLite's log away
     conn.send("done")

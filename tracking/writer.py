@@ -388,8 +388,10 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
     """The writer's loop: requests in order; the parent run's progress points gathered into one
     write at most every :data:`PROGRESS_SECONDS` (and before a flush or the end). Given
     ``report_conn``, it first forks the report child (:mod:`tracking.report_process`)."""
+    import gc
     import signal
 
+    gc.disable()  # until MLflow is imported (below): collecting its ~10^5 new objects meanwhile is wasted work
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the driver's; it closes us in order
     from tracking.client import enable_fast_sqlite
 
@@ -405,6 +407,8 @@ def _serve(inbox: Any, outbox: Any, tracking_uri: str, sweep: str, experiment_id
         return
     outbox.put(("ready", -1, (None, writer.experiment_id)))
     _warm_up(writer)
+    gc.freeze()  # the imported modules live as long as the process: no collection walks them again
+    gc.enable()
     if report_conn is not None:
         from tracking.report_process import fork_report_child
 

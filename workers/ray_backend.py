@@ -7,6 +7,7 @@ so that it starts the next as soon as it finishes, not a round trip through the 
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -34,10 +35,15 @@ class TrialWorker:
     """
 
     def __init__(self) -> None:
-        import torch
+        gc.disable()  # torch's import makes ~10^5 objects: collecting them meanwhile is wasted work
+        try:
+            import torch
 
-        torch.set_num_threads(1)
-        self.state = WorkerState(node=ray.get_runtime_context().get_node_id())
+            torch.set_num_threads(1)
+            self.state = WorkerState(node=ray.get_runtime_context().get_node_id())
+        finally:
+            gc.freeze()  # what the import made lives as long as the process: no collection walks it again
+            gc.enable()
 
     def start(self, job: int, configs: list[TrialConfig], verify: str | None = None) -> Event:
         return self.state.start(job, configs, verify)
