@@ -64,18 +64,24 @@ def _lean_head(lean: bool) -> Iterator[None]:
     (one node never scales; at shutdown it ignores SIGTERM for a second) and a log monitor (it
     streams workers' output to the driver, which ``log_to_driver=False`` turns away). Each is a
     Python process importing Ray on the cores the sweep's workers start on: together ~2 s of the
-    start on two cores. Ray 2.60 has no public switch for them, so ``ray.init`` runs with the
-    API server's start a no-op and its node parameters saying no monitors; a Ray whose internals
-    differ gets the usual start (tests/integration/test_exposure.py then fails).
+    start on two cores. Its node agent runs ``--minimal``, as in a Ray installed without its
+    dashboard: no metrics exporter (which the raylet waits for), HTTP or log services, and the
+    driver skips importing aiohttp & co. to find out (~0.15 s of ``ray.init``). Ray 2.60 has no
+    public switch for any of them, so ``ray.init`` runs with the API server's start a no-op, its
+    node parameters saying no monitors and its dashboard check saying "not installed"; a Ray
+    whose internals differ gets the usual start (tests/integration/test_exposure.py then fails).
     """
     try:
         from ray._private import parameter, services
+        from ray._private import utils as ray_utils
     except ImportError:
         lean = False
-    if not lean or not (hasattr(services, "start_api_server") and hasattr(parameter, "RayParams")):
+    if not lean or not (hasattr(services, "start_api_server") and hasattr(parameter, "RayParams")
+                        and hasattr(ray_utils, "get_dashboard_dependency_error")):
         yield
         return
-    api_server, params = services.start_api_server, parameter.RayParams
+    api_server, params, dashboard_check = services.start_api_server, parameter.RayParams, \
+        ray_utils.get_dashboard_dependency_error
 
     class LeanParams(params):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,7 +90,9 @@ def _lean_head(lean: bool) -> Iterator[None]:
 
     services.start_api_server = lambda *args, **kwargs: (None, None)
     parameter.RayParams = LeanParams
+    ray_utils.get_dashboard_dependency_error = lambda: ImportError("mlpsweep: a one-machine sweep uses no dashboard")
     try:
         yield
     finally:
         services.start_api_server, parameter.RayParams = api_server, params
+        ray_utils.get_dashboard_dependency_error = dashboard_check

@@ -39,6 +39,8 @@ def test_a_local_ray_starts_no_head_process_a_one_machine_sweep_never_uses():
         assert any("raylet" in c for c in started)  # the list is Ray's: else this test proves nothing
         unused = [c for c in started if any(name in c for name in ("dashboard.py", "monitor.py", "log_monitor.py"))]
         assert not unused, unused
+        agents = [c for c in started if "dashboard/agent.py" in c]
+        assert agents and all("--minimal" in c for c in agents), agents  # no metrics, HTTP or log services
         assert ray.get(ray.remote(lambda x: x + 1).remote(1)) == 2
     finally:
         disconnect()
