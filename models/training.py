@@ -174,6 +174,17 @@ def _layout(sizes: Sequence[int], dtype: torch.dtype) -> tuple[list[tuple[int, t
     return places, offset
 
 
+def _gaps(places: Sequence[tuple[int, tuple[int, int]]], row: int) -> list[int]:
+    """The padding after each parameter of a :func:`_layout`."""
+    ends = [o + shape[0] * shape[1] for o, shape in places]
+    return [start - end for end, start in zip(ends, [o for o, _ in places[1:]] + [row])]
+
+
+def _on_boundary(x: Tensor) -> Tensor:
+    """``x``, or a copy of it where it does not start on a 16-byte boundary (a slice of a dataset)."""
+    return x if x.data_ptr() % _ALIGN_BYTES == 0 else x.clone()
+
+
 def _aligned_empty(rows: int, m: int, n: int, like: Tensor) -> Tensor:
     """An uninitialised (rows, m, n) stack whose every row starts on a 16-byte boundary
     (rows of contiguous m×n matrices, each padded to a multiple of 16 bytes)."""
@@ -242,7 +253,7 @@ class StackTrainer:
         self.nesterov = first.nesterov
         self._t0 = time.perf_counter()
         self._seconds = 0.0
-        put = lambda t: t.to(device=self.device, dtype=dtype)  # noqa: E731
+        put = lambda t: _on_boundary(t.to(device=self.device, dtype=dtype))  # noqa: E731
         self.data = _Data(
             put(data.X_train), put(data.y_train), put(data.X_val), put(data.y_val), put(data.X_test), put(data.y_test)
         )
@@ -283,6 +294,8 @@ class StackTrainer:
 
         per_row = [list(init_parameters(self.sizes, g, torch.float32).values()) for g in self.generators]
         self._places, P = _layout(self.sizes, self.dtype)
+        self._gaps = [torch.zeros(self.R, gap, dtype=self.dtype, device=self.device) if gap else None
+                      for gap in _gaps(self._places, P)]
         flat = torch.zeros(self.R, P, dtype=self.dtype, device=self.device)  # the gaps between parameters stay 0
         views = self._views(flat)
         with torch.no_grad():
@@ -509,9 +522,8 @@ class StackTrainer:
         """One optimizer step on the flat (R, P) parameter buffer; rows not in ``still`` keep
         their values. One buffer means a handful of tensor ops per step, whatever the depth."""
         self._step += 1
-        g = torch.zeros_like(self.flat)  # (R, P), laid out as the parameters
-        for view, grad in zip(self._views(g), grads):
-            view.copy_(grad)
+        g = torch.cat([part for grad, gap in zip(grads, self._gaps) for part in (grad.reshape(self.R, -1), gap)
+                       if part is not None], dim=1)  # (R, P), laid out as the parameters
         lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
         with torch.no_grad():
             if self.optimizer == "adam":
