@@ -402,6 +402,9 @@ def _width(rec: SweepRecord, client: MlflowClient) -> bytes:
     points = [p for p in points if p.width > 0]
     if not points:
         raise Skip("no complete trial with a width")
+    widths = {p.width for p in points}
+    if len(widths) < 2:  # one x: nothing to read off (the top-trials table holds the numbers)
+        raise Skip(f"every complete trial has width {widths.pop():g}; search width to see MSE against it")
     return plots.plot_mse_vs_width(points, rec.metric)
 
 

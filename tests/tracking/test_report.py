@@ -179,6 +179,19 @@ def test_html_top_table_is_best_first_with_printed_numbers() -> None:
     assert parsed.tables["verification"][0]["verdict"] == "pass"
 
 
+def test_mse_against_width_needs_two_widths() -> None:
+    from dataclasses import replace
+
+    from tracking.report import render_pictures
+
+    rec = _record()  # widths 3, 4, 5 among the complete trials
+    drawn = render_pictures(rec, client=object(), names=["mse_vs_width"])[0]  # type: ignore[arg-type]
+    assert drawn.png is not None and not drawn.skipped
+    one = _record(trials=tuple(replace(t, params={**t.params, "width": "8"}) for t in rec.trials))
+    skipped = render_pictures(one, client=object(), names=["mse_vs_width"])[0]  # type: ignore[arg-type]
+    assert skipped.png is None and "every complete trial has width 8" in (skipped.skipped or "")
+
+
 def test_html_without_complete_trials() -> None:
     rec = _record(trials=())
     page = render_html(rec, [Picture("history", "History", "c", skipped="no complete trial yet")])
