@@ -293,19 +293,15 @@ class StackTrainer:
         from models.mlp import init_parameters
 
         per_row = [list(init_parameters(self.sizes, g, torch.float32).values()) for g in self.generators]
-        self._places, P = _layout(self.sizes, self.dtype)
-        self._gaps = [torch.zeros(self.R, gap, dtype=self.dtype, device=self.device) if gap else None
-                      for gap in _gaps(self._places, P)]
+        places, P = _layout(self.sizes, self.dtype)
+        self._fillers = [torch.zeros(self.R, gap, dtype=self.dtype, device=self.device) if gap else None
+                         for gap in _gaps(places, P)]  # what a gradient buffer holds between parameters
         flat = torch.zeros(self.R, P, dtype=self.dtype, device=self.device)  # the gaps between parameters stay 0
-        views = self._views(flat)
+        views = [flat[:, o : o + shape[0] * shape[1]].view(self.R, *shape) for o, shape in places]
         with torch.no_grad():
             for i, view in enumerate(views):
                 view.copy_(torch.stack([p[i] for p in per_row]).view_as(view))
         return flat, views
-
-    def _views(self, flat: Tensor) -> list[Tensor]:
-        """The parameters' views of a flat (R, P) buffer: [W0 (R, fan_in, fan_out), b0 (R, 1, fan_out), ...]."""
-        return [flat[:, o : o + shape[0] * shape[1]].view(self.R, *shape) for o, shape in self._places]
 
     # ----------------------------------------------------------------- math
     def forward(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
@@ -522,7 +518,7 @@ class StackTrainer:
         """One optimizer step on the flat (R, P) parameter buffer; rows not in ``still`` keep
         their values. One buffer means a handful of tensor ops per step, whatever the depth."""
         self._step += 1
-        g = torch.cat([part for grad, gap in zip(grads, self._gaps) for part in (grad.reshape(self.R, -1), gap)
+        g = torch.cat([part for grad, filler in zip(grads, self._fillers) for part in (grad.reshape(self.R, -1), filler)
                        if part is not None], dim=1)  # (R, P), laid out as the parameters
         lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
         with torch.no_grad():
