@@ -112,12 +112,25 @@ class _Data:
     y_test: Tensor
 
 
-def _mse(pred: Tensor, y: Tensor) -> Tensor:
+def _mse(pred: Tensor, y: Tensor, chunk: int | None = None) -> Tensor:
     """Mean over samples and outputs, per row: (R, N, D) vs (N, D) -> (R,)."""
-    return ((pred - y) ** 2).mean(dim=(-2, -1))
+    return _row_reduce(torch.mean, (pred - y) ** 2, (-2, -1), chunk)
 
 
-def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+def _row_reduce(op, x: Tensor, dim: int | tuple[int, ...], chunk: int | None, keepdim: bool = False) -> Tensor:
+    """``op(x, dim)`` (``torch.sum`` or ``torch.mean``) for every row of a stack; with ``chunk``,
+    ``chunk`` rows at a time (see :func:`gpu_chunk`)."""
+    if not chunk:
+        return op(x, dim=dim, keepdim=keepdim)
+    dims = {d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim)}
+    shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keepdim or i not in dims]
+    out = x.new_empty(shape)
+    for i in range(0, x.shape[0], chunk):
+        op(x[i : i + chunk], dim=dim, keepdim=keepdim, out=out[i : i + chunk])
+    return out
+
+
+def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None, chunk: int | None = None) -> Tensor:
     """``a @ b (+ bias)`` on every row of a stack: a (N, k) shared or (R, N, k), b (R, k, n).
 
     A row's result must not depend on how many rows share the stack, nor on where in it the
@@ -134,6 +147,9 @@ def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
 
     ``matmul`` is not used for a shared ``a``: it folds the stack into one product whose rounding
     depends on its height; the expanded view costs nothing.
+
+    On a GPU, cuBLAS picks its kernel by the number of rows, so with ``chunk`` (see
+    :func:`gpu_chunk`) every product is ``chunk`` rows.
     """
     one = b.shape[0] == 1 and b.shape[-1] == 1
     rows = 2 if one else b.shape[0]
@@ -141,19 +157,60 @@ def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
         b = b.expand(rows, -1, -1)
         bias = None if bias is None else bias.expand(rows, -1, -1)
     a = a.expand(rows, -1, -1)  # (N, k) or (1, N, k): a view
-    if a.device.type == "cpu" and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+    cpu = a.device.type == "cpu" and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+    if cpu:
         a, b = _aligned(a), _aligned(b)
-        m, n = a.shape[1], b.shape[2]
-        if _padded_size(m * n, a.dtype) != m * n:  # else each row of a new stack is aligned already
-            out = _aligned_empty(rows, m, n, a)
-            out = torch.bmm(a, b, out=out) if bias is None else torch.baddbmm(bias, a, b, out=out)
-            return out[:1] if one else out
-    # (autograd, for the quasi-Newton rows trained one by one, cannot write into ``out``)
-    out = torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
+    m, n = a.shape[1], b.shape[2]
+    if not chunk:
+        # a new stack's rows are aligned where a row's size is a multiple of 16 bytes; autograd
+        # (the quasi-Newton rows, trained one by one) cannot write into ``out``
+        out = _aligned_empty(rows, m, n, a) if cpu and _padded_size(m * n, a.dtype) != m * n else None
+        out = _product(a, b, bias, out)
+    else:
+        out = _aligned_empty(rows, m, n, a) if cpu else torch.empty(rows, m, n, dtype=b.dtype, device=b.device)
+        for i in range(0, rows, chunk):
+            part = slice(i, i + chunk)
+            _product(a[part], b[part], None if bias is None else bias[part], out[part])
     return out[:1] if one else out
 
 
+def _product(a: Tensor, b: Tensor, bias: Tensor | None, out: Tensor | None) -> Tensor:
+    """``bmm`` or ``baddbmm``, into ``out`` where given."""
+    if bias is None:
+        return torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
+    return torch.baddbmm(bias, a, b) if out is None else torch.baddbmm(bias, a, b, out=out)
+
+
 _ALIGN_BYTES = 16
+
+# On a GPU, rows per product and per-row sum (see :func:`gpu_chunk`).
+GPU_CHUNK_MIN, GPU_CHUNK_MAX = 64, 1024
+GPU_CHUNK_FLOPS = 2**30
+
+
+def gpu_chunk(sizes: Sequence[int], n_train: int, device: torch.device) -> int | None:
+    """How many rows each batched product and per-row sum of a stack takes at once on a GPU
+    (``None`` on the CPU: one call for the whole stack).
+
+    cuBLAS and torch's reductions choose their kernels, and with them the order in which a row's
+    sums are added, by the number of rows they are given (seen on an H200: a product with one
+    output column rounds otherwise from 64 rows on than at 10 or 40, a per-row mean from 16 rows
+    on). So on a GPU every product and per-row sum is cut into chunks of one size and the stack
+    is padded with idle rows to a whole number of chunks: the size depends on the network's
+    shape and the training set's size only, never on how many trials share the stack, and a
+    co-batched trial gets the numbers it gets alone. The size is a power of two from 64 (a
+    multiple of 64 rows starts every chunk on a 256-byte boundary of its stack, so that no chunk
+    is aligned otherwise than another) to 1024, the largest whose widest product stays under
+    2^30 floating-point operations: such a product takes little longer than its launch, so
+    padding a small stack costs little and a large one needs few launches.
+    """
+    if device.type == "cpu":
+        return None
+    widest = max(fan_in * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+    chunk = GPU_CHUNK_MAX
+    while chunk > GPU_CHUNK_MIN and chunk * 2 * n_train * widest > GPU_CHUNK_FLOPS:
+        chunk //= 2
+    return chunk
 
 
 def _padded_size(n: int, dtype: torch.dtype) -> int:
@@ -219,6 +276,8 @@ class StackTrainer:
         dtype: float32 (default) or float64.
         restart_ids: train only these restart indices of every config (default: all), e.g. to
             reproduce one restart of a trial alone.
+        row_chunk: rows per product and per-row sum, the stack padded to a multiple of it
+            (default: :func:`gpu_chunk`'s choice, none on the CPU; 0: none).
     """
 
     def __init__(
@@ -229,6 +288,7 @@ class StackTrainer:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         restart_ids: Sequence[int] | None = None,
+        row_chunk: int | None = None,
     ) -> None:
         if not configs:
             raise ValueError("configs: need at least one TrainConfig")
@@ -263,12 +323,18 @@ class StackTrainer:
         ]
         R = len(self.owner)
         self.R = R
+        n_train = data.X_train.shape[0]
+        self._chunk = gpu_chunk(first.sizes, n_train, self.device) if row_chunk is None else (row_chunk or None)
+        # Tensors hold ``rows`` rows: the R real ones, then idle ones (zero parameters and learning
+        # rate) up to a whole number of chunks.
+        self.rows = R if not self._chunk else -(-R // self._chunk) * self._chunk
         seeds = [restart_seed(configs[ci].seed, r) for ci, r in self.owner]
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         # All parameters of all rows live in one flat buffer (R, P); self.params are views of it:
         # [W0 (R, fan_in, fan_out), b0 (R, 1, fan_out), W1, b1, ...].
         self.flat, self.params = self._init_stack()
-        row = lambda f: torch.tensor([f(configs[ci]) for ci, _ in self.owner], dtype=dtype, device=self.device)  # noqa: E731
+        idle = [0.0] * (self.rows - R)
+        row = lambda f: torch.tensor([f(configs[ci]) for ci, _ in self.owner] + idle, dtype=dtype, device=self.device)  # noqa: E731
         self.lr = row(lambda c: c.learning_rate)
         self.momentum = row(lambda c: c.momentum)
         self.weight_decay = row(lambda c: c.weight_decay)
@@ -294,13 +360,13 @@ class StackTrainer:
 
         per_row = [list(init_parameters(self.sizes, g, torch.float32).values()) for g in self.generators]
         places, P = _layout(self.sizes, self.dtype)
-        self._fillers = [torch.zeros(self.R, gap, dtype=self.dtype, device=self.device) if gap else None
+        self._fillers = [torch.zeros(self.rows, gap, dtype=self.dtype, device=self.device) if gap else None
                          for gap in _gaps(places, P)]  # what a gradient buffer holds between parameters
-        flat = torch.zeros(self.R, P, dtype=self.dtype, device=self.device)  # the gaps between parameters stay 0
-        views = [flat[:, o : o + shape[0] * shape[1]].view(self.R, *shape) for o, shape in places]
+        flat = torch.zeros(self.rows, P, dtype=self.dtype, device=self.device)  # gaps and idle rows stay 0
+        views = [flat[:, o : o + shape[0] * shape[1]].view(self.rows, *shape) for o, shape in places]
         with torch.no_grad():
             for i, view in enumerate(views):
-                view.copy_(torch.stack([p[i] for p in per_row]).view_as(view))
+                view[: self.R].copy_(torch.stack([p[i] for p in per_row]).view_as(view[: self.R]))
         return flat, views
 
     # ----------------------------------------------------------------- math
@@ -308,24 +374,29 @@ class StackTrainer:
         """Batched forward: X (N, d) shared or (R, N, d) per row -> (R, N, d_out)."""
         a = X
         L = len(params) // 2
+        chunk = self._chunk_for(params[0])
         for l in range(L):
             W, b = params[2 * l], params[2 * l + 1]
-            z = _matmul(a, W) + b  # (R, N, fan_out)
+            z = _matmul(a, W, chunk=chunk) + b  # (R, N, fan_out)
             a = self.act.fn(z) if l < L - 1 else z
         return a
+
+    def _chunk_for(self, stacked: Tensor) -> int | None:
+        """The chunk for the whole stack's math; none for one row trained alone (quasi-Newton)."""
+        return self._chunk if stacked.shape[0] == self.rows else None
 
     def _penalty(self, params: Sequence[Tensor]) -> Tensor:
         """λ·Σ‖W‖² per row: (R,)."""
         total = torch.zeros(params[0].shape[0], dtype=self.dtype, device=self.device)
         for W in params[0::2]:
-            total = total + (W**2).sum(dim=(-2, -1))
+            total = total + _row_reduce(torch.sum, W**2, (-2, -1), self._chunk_for(W))
         return self.weight_decay * total
 
     def _evaluate(self, X: Tensor, y: Tensor) -> list[float]:
         if X.shape[0] == 0:
             return [math.nan] * self.R
         with torch.no_grad():
-            return _mse(self.forward(self.params, X), y).tolist()
+            return _mse(self.forward(self.params, X), y, self._chunk).tolist()
 
     # ----------------------------------------------------------------- public
     @property
@@ -444,7 +515,7 @@ class StackTrainer:
         for l in range(L):
             W, b = self.params[2 * l], self.params[2 * l + 1]
             a = acts[-1]
-            z = _matmul(a, W, b)  # (R, N, fan_out)
+            z = _matmul(a, W, b, self._chunk)  # (R, N, fan_out)
             acts.append(self.act.fn(z) if l < L - 1 else z)
             zs.append(None if self._slope_from_output else z)
         return acts, zs
@@ -462,17 +533,17 @@ class StackTrainer:
         for l in range(L - 1, -1, -1):
             a_prev = acts[l]  # (R, N, fan_in) or shared (N, fan_in)
             W = self.params[2 * l]  # (R, fan_in, fan_out)
-            dW = _matmul(a_prev.transpose(-2, -1), delta)  # (R, fan_in, fan_out)
+            dW = _matmul(a_prev.transpose(-2, -1), delta, chunk=self._chunk)  # (R, fan_in, fan_out)
             if self._l2:
                 dW = dW + (2.0 * self.weight_decay).view(-1, 1, 1) * W
             grads[2 * l] = dW
-            grads[2 * l + 1] = delta.sum(dim=1, keepdim=True)  # (R, 1, fan_out)
+            grads[2 * l + 1] = _row_reduce(torch.sum, delta, 1, self._chunk, keepdim=True)  # (R, 1, fan_out)
             if l > 0:  # delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1})
-                delta = _matmul(delta, W.transpose(1, 2)) * self.act.slope(zs[l], acts[l])
+                delta = _matmul(delta, W.transpose(1, 2), chunk=self._chunk) * self.act.slope(zs[l], acts[l])
         return grads
 
     def _objective(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        mse = _mse(out, y)
+        mse = _mse(out, y, self._chunk)
         return mse, (mse + self._penalty(self.params) if self._l2 else mse)
 
     def _batched_epoch(self) -> None:
@@ -508,7 +579,8 @@ class StackTrainer:
         d = self.data
         N = d.X_train.shape[0]
         B = int(self.batch_size or N)
-        perms = torch.stack([torch.randperm(N, generator=g) for g in self.generators]).to(self.device)  # (R, N)
+        perms = torch.stack([torch.randperm(N, generator=g) for g in self.generators]
+                            + [torch.arange(N)] * (self.rows - self.R)).to(self.device)  # (rows, N)
         for start in range(0, N, B):
             idx = perms[:, start : start + B]  # (R, b)
             cache = self._forward_cache(d.X_train[idx])  # per-row batches (R, b, d_in)
@@ -518,8 +590,8 @@ class StackTrainer:
         """One optimizer step on the flat (R, P) parameter buffer; rows not in ``still`` keep
         their values. One buffer means a handful of tensor ops per step, whatever the depth."""
         self._step += 1
-        g = torch.cat([part for grad, filler in zip(grads, self._fillers) for part in (grad.reshape(self.R, -1), filler)
-                       if part is not None], dim=1)  # (R, P), laid out as the parameters
+        g = torch.cat([part for grad, filler in zip(grads, self._fillers) for part in (grad.reshape(self.rows, -1), filler)
+                       if part is not None], dim=1)  # (rows, P), laid out as the parameters
         lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
         with torch.no_grad():
             if self.optimizer == "adam":
@@ -531,7 +603,7 @@ class StackTrainer:
             if all(still):
                 self.flat.sub_(step)
             else:
-                mask = torch.tensor(still, device=self.device).view(-1, 1)
+                mask = torch.tensor(still + [True] * (self.rows - self.R), device=self.device).view(-1, 1)
                 self.flat.copy_(torch.where(mask, self.flat - step, self.flat))
 
     def _buf(self, name: str) -> Tensor:

@@ -157,3 +157,44 @@ def test_bad_config_says_what_to_change(kwargs, needle):
 def test_config_must_fit_dataset(seed1d):
     with pytest.raises(ValueError, match="sizes: the dataset has 1 inputs"):
         train_restarts(TrainConfig((2, 4, 1)), seed1d)
+
+
+def _everything(result) -> tuple:
+    """A result's numbers, floats as their bits (NaN equal to NaN)."""
+    bits = lambda xs: tuple(x.hex() if x == x else "nan" for x in xs)  # noqa: E731
+    return (result.status, result.epochs, result.best_restart, bits(result.train_mse), bits(result.val_mse),
+            tuple(map(bits, result.train_curves)), tuple(map(bits, result.val_curves)),
+            {k: v.tolist() for k, v in (result.state_dict or {}).items()})
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+@pytest.mark.parametrize("chunk", [4, 64])
+def test_row_chunks_and_idle_rows_change_no_number(batch_size, chunk):
+    # What a GPU stack does (gpu_chunk): products and per-row sums cut into chunks, the stack
+    # padded with idle rows. Here on the CPU, where every row is exact either way: 5 trials × 3
+    # restarts = 15 rows, padded to 16 or 64; one trial diverges (a row stops: the masked update),
+    # one has an L2 penalty (a per-row sum), one converges early.
+    data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
+    configs = [TrainConfig((1, 6, 6, 1), "tanh", "sgd", lr=lr, momentum=0.9, batch_size=batch_size, max_epochs=40,
+                           restarts=3, tol=1e-3 if i == 4 else 0.0, weight_decay=1e-3 if i == 2 else 0.0, seed=50 + i)
+               for i, lr in enumerate([0.003, 0.03, 0.1, 50.0, 0.01])]
+    whole = StackTrainer(configs, data, row_chunk=0)
+    chunked = StackTrainer(configs, data, row_chunk=chunk)
+    assert (whole.rows, chunked.rows) == (15, 16 if chunk == 4 else 64)
+    whole.advance()
+    chunked.advance()
+    results = chunked.results()
+    assert [_everything(r) for r in results] == [_everything(r) for r in whole.results()]
+    assert results[3].status[0].startswith("diverged") and results[0].status[0] == "max_epochs"
+    assert not chunked.flat[15:].any()  # idle rows kept their zero parameters
+
+
+def test_gpu_chunk_depends_on_the_shape_only():
+    from models.training import GPU_CHUNK_MAX, GPU_CHUNK_MIN, gpu_chunk
+
+    cuda = torch.device("cuda")
+    assert gpu_chunk((1, 64, 64, 1), 80, torch.device("cpu")) is None
+    small, wide = gpu_chunk((1, 8, 1), 80, cuda), gpu_chunk((1, 128, 128, 1), 80, cuda)
+    huge = gpu_chunk((10, 4096, 4096, 1), 100_000, cuda)
+    assert small == GPU_CHUNK_MAX and huge == GPU_CHUNK_MIN and GPU_CHUNK_MIN < wide < GPU_CHUNK_MAX
+    assert all(c % 64 == 0 for c in (small, wide, huge))

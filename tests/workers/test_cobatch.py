@@ -1,10 +1,12 @@
 """Co-batched trials: several same-shape trials in one job give each trial exactly the result it
-gets alone (per-member learning rates, momenta and optimizer states), to the last bit on the CPU."""
+gets alone (per-member learning rates, momenta and optimizer states), to the last bit — on the CPU,
+and on a CUDA GPU where this runs on a machine with one (there the device is a parameter more)."""
 from __future__ import annotations
 
 import math
 
 import pytest
+import torch
 
 from models.training import TrainConfig
 from workers.backend import Finished, WorkerState
@@ -15,14 +17,15 @@ NETS = {  # (dataset, sizes, activation): one output and 80 rows; two outputs, 4
     "1d-tanh": ("seed-1d", (1, 6, 6, 1), "tanh"),
     "iris-sigmoid": ("iris-petal", (2, 9, 2), "sigmoid"),
 }
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # no GPU: not collected, not skipped
 
 
 def _trial(number: int, lr: float, momentum: float = 0.9, optimizer: str = "sgd", restarts: int = 3,
-           net: str = "1d-tanh") -> TrialConfig:
+           net: str = "1d-tanh", device: str = "cpu") -> TrialConfig:
     dataset, sizes, activation = NETS[net]
     train = TrainConfig(sizes, activation, optimizer, lr=lr, momentum=momentum if optimizer != "adam" else 0.0,
                         max_epochs=80, restarts=restarts, tol=0.0, seed=1000 + number)
-    return TrialConfig(number=number, params={"lr": lr}, train=train, data=DataConfig(dataset))
+    return TrialConfig(number=number, params={"lr": lr}, train=train, data=DataConfig(dataset), device=device)
 
 
 def _results(state: WorkerState, job: int, configs):
@@ -36,12 +39,15 @@ def _bits(values) -> list[str]:
     return [v.hex() if isinstance(v, float) and not math.isnan(v) else repr(v) for v in values]
 
 
-@pytest.mark.parametrize("restarts", [3, 1])  # one row: the stack's one-row kernels must round as the batched ones
+# one row: the stack's one-row kernels must round as the batched ones; 13: alone under 16 rows, together
+# over 64 (on an H200 a per-row mean rounds otherwise from 16 rows on, a one-column product from 64)
+@pytest.mark.parametrize("restarts", [3, 1, 13])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 @pytest.mark.parametrize("net", sorted(NETS))
-def test_cobatched_trials_equal_trials_alone(optimizer, restarts, net):
+@pytest.mark.parametrize("device", DEVICES)
+def test_cobatched_trials_equal_trials_alone(optimizer, restarts, net, device):
     # 5 trials: each sits at another offset of the stack than alone (odd ones too)
-    configs = [_trial(n, lr, optimizer=optimizer, restarts=restarts, net=net)
+    configs = [_trial(n, lr, optimizer=optimizer, restarts=restarts, net=net, device=device)
                for n, lr in enumerate([0.003, 0.03, 0.1, 50.0, 0.01])]
     state = WorkerState("test")
     together = _results(state, 0, configs)
