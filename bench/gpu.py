@@ -5,16 +5,21 @@ lent, with nothing installed:
 
 1. agreement: every batched optimizer and activation, and lbfgs, trained on the CPU and on the GPU
    (float32): relative difference of the winner's train MSE, statuses and winner equal or not;
-   K co-batched trials against each trained alone on the GPU (largest curve difference);
-2. co-batch scaling: K trials of one shape ([1, 64, 64, 1] tanh adam, 10 restarts x 500
-   full-batch epochs, learning rates spread) as one stack, on each device: seconds per stack
-   and trials per second of training math;
-3. seed-1d-64: the reference workload's 64 configurations (``--configs``, written by
+2. ops: whether a batched product's or a per-row sum's result for a row depends on how many rows
+   the call holds, where the row sits, or how the call's memory is aligned (the rows of a call of
+   10 rows against the same rows in calls of 1 to 2,560, at other positions and offsets);
+3. exactness: co-batched trials against each trained alone on the GPU, bit for bit, for several
+   nets, optimizers and a mini-batch case, with the engine's row chunks (``--chunks``: 0 = none,
+   auto = what the engine picks, or a number of rows);
+4. co-batch scaling: K trials of one shape ([1, 64, 64, 1] tanh adam, 10 restarts x 500
+   full-batch epochs, learning rates spread) as one stack, on each device and with each row
+   chunk: seconds per stack and trials per second of training math;
+5. seed-1d-64: the reference workload's 64 configurations (``--configs``, written by
    ``--dump-configs`` from a service run, which needs the whole install) through the batched
    loop, one trial per stack and co-batched by shape, on each device.
 
     .venv/bin/python bench/gpu.py --dump-configs bench/seed-1d-64-configs.json   # once, with the install
-    python3 bench/gpu.py [--parts agreement,scaling,seed-1d-64] [--json out.json]  # where the GPU is
+    python3 bench/gpu.py [--parts agreement,ops,exactness,scaling,seed-1d-64] [--json out.json]  # where the GPU is
 
 The project's .venv holds torch's CPU build (constraints.txt): run this with a Python whose torch
 is a CUDA build (the lent GPU machines' python3 is one).
@@ -49,11 +54,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train(configs: list[TrainConfig], data, device: str) -> tuple[float, list]:
-    """Train one stack to the end; wall seconds (device work included) and the results."""
+def train(configs: list[TrainConfig], data, device: str, chunk: int | None = None) -> tuple[float, list]:
+    """Train one stack to the end (``chunk``: the engine's row chunk, None = its own choice);
+    wall seconds (device work included) and the results."""
     sync(device)
     t0 = time.perf_counter()
-    trainer = StackTrainer(configs, data, device=device)
+    trainer = StackTrainer(configs, data, device=device, row_chunk=chunk)
     trainer.advance()
     results = trainer.results()
     sync(device)
@@ -71,31 +77,95 @@ def agreement(data, device: str) -> list[dict]:
         a, b = cpu.best(cpu.train_mse), gpu.best(gpu.train_mse)
         rows.append({"case": f"{opt}/{act}", "rel_diff_train_mse": abs(a - b) / abs(a) if a and b else math.nan,
                      "same_status": cpu.status == gpu.status, "same_winner": cpu.best_restart == gpu.best_restart})
-    alone_configs = [TrainConfig(SHAPE, "tanh", "adam", lr=lr, max_epochs=300, restarts=4, tol=0.0, seed=s)
-                     for s, lr in enumerate((0.002, 0.01, 0.03, 0.05))]
-    _, together = train(alone_configs, data, device)
-    diff = 0.0
-    for c, t in zip(alone_configs, together):
-        _, [alone] = train([c], data, device)
-        for x, y in zip(alone.train_curves, t.train_curves):
-            diff = max(diff, max(abs(u - v) for u, v in zip(x, y)))
-    rows.append({"case": f"co-batched 4 vs alone ({device})", "max_abs_curve_diff": diff})
     return rows
 
 
-def scaling(data, device: str, ks: list[int], repeats: int) -> list[dict]:
+def _differs(ref: torch.Tensor, got: torch.Tensor) -> dict:
+    """How many of ref's rows got differs in, bit for bit, and by how much at most."""
+    rows = [i for i in range(ref.shape[0]) if not torch.equal(ref[i], got[i])]
+    return {"rows_differing": len(rows), "max_abs_diff": float((ref - got).abs().max()) if rows else 0.0}
+
+
+def ops(device: str) -> list[dict]:
+    """Ten rows computed in calls of other heights, positions and alignments, against a call of ten."""
+    g = torch.Generator().manual_seed(0)
+    big = 2560
+    out = []
+    products = {"X@W0 (80x1, 1x64)": ((80, 1), (1, 64), False), "a@W1 (80x64, 64x64)": ((80, 64), (64, 64), False),
+                "a@W2 (80x64, 64x1)": ((80, 64), (64, 1), False), "a^T@delta (64x80, 80x64)": ((80, 64), (80, 64), True)}
+    for name, (sa, sb, transposed) in products.items():
+        A = torch.randn(big, *sa, generator=g).to(device)
+        B = torch.randn(big, *sb, generator=g).to(device)
+        op = (lambda x, y: torch.bmm(x.transpose(1, 2), y)) if transposed else torch.bmm
+        ref = op(A[:10], B[:10])
+        for height in (1, 10, 16, 40, 64, 128, 256, 1024, big):
+            for pos in (0, 5) if height >= 16 else (0,):
+                a, b = A[:height].clone(), B[:height].clone()
+                n = min(10, height)
+                a[pos : pos + n], b[pos : pos + n] = A[:n], B[:n]
+                got = op(a, b)[pos : pos + n]
+                out.append({"op": name, "height": height, "pos": pos, **_differs(ref[:n], got)})
+        for shift in (1, 4, 16, 64):  # the same 128-row call, its memory shifted by `shift` floats
+            a = torch.empty(128 * A[0].numel() + shift, device=device)[shift:].view(128, *sa)
+            a.copy_(A[:128])
+            out.append({"op": name, "height": 128, "pos": 0, "shift_floats": shift, **_differs(ref, op(a, B[:128])[:10])})
+    X = torch.randn(big, 80, 64, generator=g).to(device)
+    sums = {"sum over samples (bias grad)": lambda x: x.sum(dim=1, keepdim=True),
+            "mean over samples, outputs (MSE)": lambda x: x[..., :1].mean(dim=(-2, -1))}
+    for name, f in sums.items():
+        ref = f(X[:10])
+        for height in (1, 10, 16, 64, 128, 256, 1024, big):
+            n = min(10, height)
+            out.append({"op": name, "height": height, "pos": 0, **_differs(ref[:n], f(X[:height])[:n])})
+    return out
+
+
+def exactness(device: str, chunks: list[int | None]) -> list[dict]:
+    """Co-batched trials against each trained alone, bit for bit, per row chunk: 5 trials of 13
+    restarts, so that alone a trial's calls have fewer than 16 rows and together more than 64
+    (where the ops part saw cuBLAS and torch's reductions change kernels on an H200)."""
+    datasets = {name: load_dataset(name, validation_fraction=0.2, seed=0) for name in ("seed-1d", "iris-petal")}
+    cases = [("seed-1d", SHAPE, "tanh", "adam", None), ("seed-1d", (1, 6, 6, 1), "tanh", "sgd", None),
+             ("seed-1d", (1, 6, 6, 1), "relu", "rmsprop", None), ("iris-petal", (2, 9, 2), "sigmoid", "adam", None),
+             ("seed-1d", (1, 16, 16, 1), "tanh", "sgd", 16)]
+    rows = []
+    for chunk in chunks:
+        for dataset, sizes, act, opt, batch in cases:
+            configs = [TrainConfig(sizes, act, opt, lr=lr, momentum=0.9 if opt != "adam" else 0.0, batch_size=batch,
+                                   weight_decay=1e-3 if i == 2 else 0.0, max_epochs=200, restarts=13, tol=0.0, seed=100 + i)
+                       for i, lr in enumerate((0.002, 0.01, 0.03, 0.05, 0.005))]
+            data = datasets[dataset]
+            _, together = train(configs, data, device, chunk)
+            differing, diff = 0, 0.0
+            for c, t in zip(configs, together):
+                _, [alone] = train([c], data, device, chunk)
+                curves = list(zip(alone.train_curves + alone.val_curves, t.train_curves + t.val_curves))
+                if any(x != y for x, y in curves) or alone.status != t.status:
+                    differing += 1
+                for x, y in curves:
+                    diff = max([diff] + [abs(u - v) for u, v in zip(x, y) if math.isfinite(u) and math.isfinite(v)])
+            rows.append({"chunk": "auto" if chunk is None else chunk, "case": f"{dataset} {list(sizes)} {act} {opt}"
+                         + (f" batch {batch}" if batch else ""), "trials_differing": differing, "of": len(configs),
+                         "max_abs_curve_diff": diff})
+            print("  exactness", rows[-1], flush=True)
+    return rows
+
+
+def scaling(data, device: str, ks: list[int], repeats: int, chunk: int | None = None) -> list[dict]:
     out = []
     for k in ks:
         configs = [TrainConfig(SHAPE, "tanh", "adam", lr=10 ** (-3 + 2 * i / max(1, k - 1)), max_epochs=500,
                                restarts=10, tol=0.0, seed=i) for i in range(k)]
-        times = [train(configs, data, device)[0] for _ in range(repeats)]
+        times = [train(configs, data, device, chunk)[0] for _ in range(repeats)]
         seconds = statistics.median(times)
-        out.append({"device": device, "k": k, "rows": 10 * k, "seconds": seconds, "trials_per_second": k / seconds})
-        print(f"  {device:5} K={k:4d}: {seconds:7.3f} s per stack, {k / seconds:8.1f} trials/s", flush=True)
+        label = "auto" if chunk is None else chunk
+        out.append({"device": device, "chunk": label, "k": k, "rows": 10 * k, "seconds": seconds,
+                    "trials_per_second": k / seconds})
+        print(f"  {device:5} chunk {label!s:>4} K={k:4d}: {seconds:7.3f} s per stack, {k / seconds:8.1f} trials/s", flush=True)
     return out
 
 
-def seed_1d_64(configs: list[TrainConfig], data, device: str, cobatch: int) -> dict:
+def seed_1d_64(configs: list[TrainConfig], data, device: str, cobatch: int, chunk: int | None = None) -> dict:
     groups: dict[tuple, list[TrainConfig]] = {}
     for c in configs:
         groups.setdefault(stack_key(c), []).append(c)
@@ -103,11 +173,18 @@ def seed_1d_64(configs: list[TrainConfig], data, device: str, cobatch: int) -> d
     t0 = time.perf_counter()
     best = math.inf
     for stack in stacks:
-        for r in train(stack, data, device)[1]:
+        for r in train(stack, data, device, chunk)[1]:
             v = r.best(r.val_mse)
             if v is not None and math.isfinite(v):
                 best = min(best, v)
-    return {"device": device, "cobatch": cobatch, "stacks": len(stacks), "seconds": time.perf_counter() - t0, "best_val": best}
+    return {"device": device, "chunk": "auto" if chunk is None else chunk, "cobatch": cobatch, "stacks": len(stacks),
+            "seconds": time.perf_counter() - t0, "best_val": best}
+
+
+def save(figures: dict, path: Path | None) -> None:
+    """Write what is measured so far (a run stopped at its time limit keeps the parts it finished)."""
+    if path:
+        path.write_text(json.dumps(figures, indent=2))
 
 
 def dump_configs(path: Path) -> None:
@@ -126,7 +203,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=Path, default=CONFIGS, help="seed-1d-64's configurations (JSON from --dump-configs)")
     parser.add_argument("--dump-configs", type=Path, metavar="JSON", help="run seed-1d-64 through the service, write its configs")
-    parser.add_argument("--parts", default="agreement,scaling,seed-1d-64", help="which parts to run (comma-separated)")
+    parser.add_argument("--parts", default="agreement,ops,exactness,scaling,seed-1d-64", help="which parts to run (comma-separated)")
+    parser.add_argument("--chunks", default="auto,0", help="the engine's row chunks to compare on the GPU (auto, 0 = none, rows)")
     parser.add_argument("--ks", default="1,4,16,64,256", help="co-batch sizes for the scaling part")
     parser.add_argument("--cpu-max-k", type=int, default=16, help="largest co-batch timed on the CPU")
     parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads on the CPU (workers use 1)")
@@ -154,17 +232,30 @@ def main() -> None:
         figures["agreement"] = agreement(data, gpu)
         for row in figures["agreement"]:
             print("  agreement", row, flush=True)
+    chunks = [None if c == "auto" else int(c) for c in args.chunks.split(",")]
+    save(figures, args.json)
+    if "ops" in parts:
+        figures["ops"] = ops(gpu)
+        for row in figures["ops"]:
+            if row["rows_differing"]:
+                print("  ops differ", row, flush=True)
+        print(f"  ops: {sum(1 for r in figures['ops'] if r['rows_differing'])} of {len(figures['ops'])} calls differ", flush=True)
+    save(figures, args.json)
+    if "exactness" in parts:
+        figures["exactness"] = exactness(gpu, chunks)
+        save(figures, args.json)
     if "scaling" in parts:
         ks = [int(k) for k in args.ks.split(",")]
-        figures["scaling"] = scaling(data, gpu, ks, args.repeats) + scaling(
+        figures["scaling"] = [row for chunk in chunks for row in scaling(data, gpu, ks, args.repeats, chunk)] + scaling(
             data, "cpu", [k for k in ks if k <= args.cpu_max_k], args.repeats)
+        save(figures, args.json)
     if "seed-1d-64" in parts and args.configs.exists():
         configs = [TrainConfig(**{**c, "sizes": tuple(c["sizes"])}) for c in json.loads(args.configs.read_text())]
-        figures["seed_1d_64"] = [seed_1d_64(configs, data, d, k) for d in (gpu, "cpu") for k in (1, 64)]
-        for row in figures["seed_1d_64"]:
-            print("  seed-1d-64", row, flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        figures["seed_1d_64"] = []
+        for device, cobatch, chunk in [(gpu, k, c) for c in chunks for k in (1, 64)] + [("cpu", 1, None), ("cpu", 64, None)]:
+            figures["seed_1d_64"].append(seed_1d_64(configs, data, device, cobatch, chunk))
+            print("  seed-1d-64", figures["seed_1d_64"][-1], flush=True)
+            save(figures, args.json)
 
 
 if __name__ == "__main__":
