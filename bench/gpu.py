@@ -120,6 +120,11 @@ def ops(device: str) -> list[dict]:
     return out
 
 
+def _same(xs, ys) -> bool:
+    """Equal to the last bit, NaN equal to NaN (a diverged restart's curve ends in one)."""
+    return len(xs) == len(ys) and all(x == y or (x != x and y != y) for x, y in zip(xs, ys))
+
+
 def exactness(device: str, chunks: list[int | None]) -> list[dict]:
     """Co-batched trials against each trained alone, bit for bit, per row chunk: 5 trials of 13
     restarts, so that alone a trial's calls have fewer than 16 rows and together more than 64
@@ -140,7 +145,7 @@ def exactness(device: str, chunks: list[int | None]) -> list[dict]:
             for c, t in zip(configs, together):
                 _, [alone] = train([c], data, device, chunk)
                 curves = list(zip(alone.train_curves + alone.val_curves, t.train_curves + t.val_curves))
-                if any(x != y for x, y in curves) or alone.status != t.status:
+                if any(not _same(x, y) for x, y in curves) or alone.status != t.status:
                     differing += 1
                 for x, y in curves:
                     diff = max([diff] + [abs(u - v) for u, v in zip(x, y) if math.isfinite(u) and math.isfinite(v)])

@@ -34,6 +34,11 @@ verify: gate
 """
 
 
+def bits(values) -> list[str]:
+    """Floats compared exactly, NaN equal to NaN (for "the same to the last bit" checks)."""
+    return [v.hex() if isinstance(v, float) and v == v else repr(v) for v in values]
+
+
 def write_spec(folder: Path, name: str = "tiny", run_cap: int = 8, seed: int = 0, epochs: int = 60,
                text: str | None = None) -> Path:
     path = folder / f"{name}.yaml"

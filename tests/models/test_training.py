@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import bits
 
 from models import load_dataset
 from models.training import StackTrainer, TrainConfig, restart_seed, train_restarts
@@ -161,9 +162,8 @@ def test_config_must_fit_dataset(seed1d):
 
 def _everything(result) -> tuple:
     """A result's numbers, floats as their bits (NaN equal to NaN)."""
-    bits = lambda xs: tuple(x.hex() if x == x else "nan" for x in xs)  # noqa: E731
     return (result.status, result.epochs, result.best_restart, bits(result.train_mse), bits(result.val_mse),
-            tuple(map(bits, result.train_curves)), tuple(map(bits, result.val_curves)),
+            [bits(c) for c in result.train_curves], [bits(c) for c in result.val_curves],
             {k: v.tolist() for k, v in (result.state_dict or {}).items()})
 
 

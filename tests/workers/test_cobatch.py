@@ -3,10 +3,9 @@ gets alone (per-member learning rates, momenta and optimizer states), to the las
 and on a CUDA GPU where this runs on a machine with one (there the device is a parameter more)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from conftest import bits
 
 from models.training import TrainConfig
 from workers.backend import Finished, WorkerState
@@ -34,11 +33,6 @@ def _results(state: WorkerState, job: int, configs):
     return {e.result.number: e.result for e in update.events if isinstance(e, Finished)}
 
 
-def _bits(values) -> list[str]:
-    """Floats compared exactly, NaN equal to NaN."""
-    return [v.hex() if isinstance(v, float) and not math.isnan(v) else repr(v) for v in values]
-
-
 # one row: the stack's one-row kernels must round as the batched ones; 13: alone under 16 rows, together
 # over 64 (on an H200 a per-row mean rounds otherwise from 16 rows on, a one-column product from 64)
 @pytest.mark.parametrize("restarts", [3, 1, 13])
@@ -57,7 +51,7 @@ def test_cobatched_trials_equal_trials_alone(optimizer, restarts, net, device):
         mine = together[config.number]
         assert mine.state == alone.state and mine.restart_status == alone.restart_status
         for field in ("restart_train_mse", "restart_val_mse", "train_curve", "val_curve"):
-            assert _bits(getattr(mine, field)) == _bits(getattr(alone, field)), (config.number, field)
+            assert bits(getattr(mine, field)) == bits(getattr(alone, field)), (config.number, field)
         assert mine.extra.get("cobatched") == 5
 
 
