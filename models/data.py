@@ -232,12 +232,16 @@ def _read_csv(path: Path, field: str) -> _Table:
 def _read_npz(path: Path, field: str) -> _Table:
     """Two layouts: one 1-D array per column (keys are the names), or ``X`` (N, d_in) and
     ``y`` (N, d_out) with optional ``feature_names``/``target_names`` (default x0.., y0..)."""
+    if not zipfile.is_zipfile(path):  # else NumPy reads it as a pickle, and says so
+        raise ValueError(f"{field}: {path.name} is not an .npz file (a zip of .npy arrays, as numpy.savez "
+                         f"writes)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{field}: cannot read {path.name} as .npz (no pickled objects allowed): "
-                         f"{exc}") from None
+        reason = ("it holds pickled objects, which are refused (store plain numeric arrays)"
+                  if "pickle" in str(exc) else str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise ValueError(f"{field}: cannot read {path.name} as .npz: {reason}") from None
     if "X" not in arrays:
         return _Table(path.name, field, arrays)
     if "y" not in arrays:
@@ -261,8 +265,11 @@ def _read_table(path_like: str | os.PathLike[str], field: str) -> _Table:
     path = Path(path_like)
     if path.suffix.lower() not in _FILE_SUFFIXES:
         raise ValueError(f"{field}: {str(path)!r} must end in .csv or .npz")
+    if path.is_dir():
+        raise ValueError(f"{field}: {path} is a folder, not a data file")
     if not path.is_file():
-        raise ValueError(f"{field}: file not found: {path}")
+        where = "" if path.is_absolute() else f" (a relative path is read from the current folder, {Path.cwd()})"
+        raise ValueError(f"{field}: file not found: {path}{where}")
     table = _read_csv(path, field) if path.suffix.lower() == ".csv" else _read_npz(path, field)
     n_rows = {len(c) for c in table.columns.values() if c.ndim == 1}
     if not table.columns or n_rows == {0}:

@@ -12,9 +12,10 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "UsageError", "positive_int", "output_folder"]
 
 # Order here is the order in --help.
 COMMAND_MODULES = (
@@ -30,6 +31,39 @@ COMMAND_MODULES = (
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line per problem, exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def output_folder(text: str, flag: str = "--out") -> Path:
+    """A folder a command will write into (created then, not now: nothing is left behind by a
+    command that fails before writing), checked up front.
+
+    Raises:
+        UsageError: empty, an existing file, or under a path where no folder can be made.
+    """
+    if not text.strip():
+        raise UsageError(f"{flag}: give a folder name")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag}: {path} exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag}: cannot make a folder under {existing}: it is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: cannot write in {existing}: permission denied")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # MLflow announces database migrations and downloads at INFO
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry; the error says it all
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run
     try:

@@ -35,10 +35,11 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
 
     from models.checkpoint import load_checkpoint, save_checkpoint
     from sweeps import optuna_adapter as oa
-    from sweeps.cli import UsageError
+    from sweeps.cli import UsageError, output_folder
     from sweeps.stores import open_stored_study, resolve_stores
     from tracking.sweep import TAG
 
+    out = output_folder(str(out))
     uri, storage = resolve_stores(tracking_uri, storage)
     study = open_stored_study(name, storage)
     best = oa.best_trial(study)
@@ -46,7 +47,7 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         raise UsageError(f"NAME: sweep {name!r} has no complete trial yet; see 'mlpsweep status {name}'")
     from tracking.client import make_client
 
-    client = make_client(uri)
+    client = make_client(uri, create=False)
     experiment = client.get_experiment_by_name(name)
     uid = study.user_attrs.get(oa.STUDY_UID, "")
     runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG['run_key']}` = '{uid}:{best.number}'",
@@ -60,8 +61,10 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         local = client.download_artifacts(run.info.run_id, "checkpoint", tmp)
         model = load_checkpoint(local, expected_sha256=sha)  # refuses a changed or crafted file
         state = {k: v.detach() for k, v in model.state_dict().items()}
-        out = Path(out)
-        save_checkpoint(out, state, list(model.sizes), model.activation.name)
+        try:
+            save_checkpoint(out, state, list(model.sizes), model.activation.name)
+        except OSError as exc:
+            raise UsageError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
     config = {
         "sweep": name,
         "trial": best.number,
@@ -77,6 +80,8 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
 
 
 def _best(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
     from models.checkpoint import CheckpointError
     from sweeps.cli import UsageError
 
@@ -84,6 +89,8 @@ def _best(args: argparse.Namespace) -> int:
         out = export_best(args.name, args.out, args.tracking_uri, args.storage)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    except MlflowException as exc:  # the store cannot be read (or does not exist)
+        raise UsageError(f"--tracking-uri: {str(exc).strip().splitlines()[0][:300]}") from None
     print(f"wrote {out}/model.pt, weights.npz, architecture.json and config.json "
           f"(load with models.load_checkpoint('{out}'))")
     return 0

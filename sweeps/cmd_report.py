@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sweeps.cli import UsageError
+from sweeps.cli import UsageError, output_folder
 from sweeps.cmd_run import add_store_options
 
 __all__ = ["register", "run"]
@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from rich.console import Console
 
+    from sweeps.stores import resolve_stores
     from tracking.report import SweepNotFoundError, build_report
 
-    out_dir = Path(args.out or f"report-{args.name}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out: {out_dir} exists and is not a folder")
+    out_dir = output_folder(args.out if args.out is not None else f"report-{args.name}")
+    uri, storage = resolve_stores(args.tracking_uri, args.storage)
     try:
-        report = build_report(args.tracking_uri, args.name, args.storage)
+        report = build_report(uri, args.name, storage)
     except SweepNotFoundError as exc:
         raise UsageError(str(exc)) from None
     except MlflowException as exc:

@@ -12,6 +12,8 @@ __all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "sta
 
 
 def register(subparsers: Any) -> None:
+    from sweeps.cli import positive_int
+
     parser = subparsers.add_parser(
         "run",
         help="run or continue a sweep (local Ray by default)",
@@ -24,8 +26,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ray-address", default=None,
                         help="attach to a running Ray cluster ('auto' or ray://HOST:PORT); default: start "
                              "a local Ray; 'none': run in this process without Ray")
-    parser.add_argument("--run-cap", type=_positive_int, default=None, help="override the spec's run_cap")
-    parser.add_argument("--concurrency", type=_positive_int, default=None, help="override the spec's concurrency")
+    parser.add_argument("--run-cap", type=positive_int, default=None, help="override the spec's run_cap")
+    parser.add_argument("--concurrency", type=positive_int, default=None, help="override the spec's concurrency")
     parser.add_argument("--quiet", action="store_true", help="no live progress display")
     parser.set_defaults(handler=_run)
 
@@ -37,16 +39,6 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
                         help="Optuna storage: a database URL (e.g. postgresql://user@host/db for a cluster) "
                              "or a journal file PATH.journal (default: optuna.journal beside a SQLite MLflow "
                              "store)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> Any:
@@ -68,14 +60,23 @@ def load_run_spec(spec_path: str, run_cap: int | None = None, concurrency: int |
         UsageError: every problem found, one per line.
     """
     from sweeps.cli import UsageError
-    from sweeps.spec import SpecError, load_spec
+    from sweeps.spec import SpecError, load_spec, with_overrides
 
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
         raise UsageError("\n".join(exc.problems)) from None
     updates = {k: v for k, v in (("run_cap", run_cap), ("concurrency", concurrency)) if v is not None}
-    return spec.model_copy(update=updates) if updates else spec
+    try:
+        return with_overrides(spec, **updates)
+    except SpecError as exc:  # the flag's limits are the spec key's: name the flag
+        raise UsageError("\n".join(_as_flag(line) for line in exc.problems)) from None
+
+
+def _as_flag(problem: str) -> str:
+    """``run_cap: must be …`` as the flag that set it: ``--run-cap: must be …``."""
+    field, _, rest = problem.partition(":")
+    return f"--{field.replace('_', '-')}:{rest}"
 
 
 def check_data(spec: Any) -> None:
@@ -131,13 +132,15 @@ def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: 
     # starts (MLflow's import, the store), and this process imports the driver (Optuna; never
     # torch: the workers' alone) and checks the data (a built-in set cannot fail to load: the
     # spec checked it whole; a file was read before). Ray stays in this thread (its processes die
-    # with the thread that made them). Under ``device: cuda`` the writer starts only once the GPU
-    # check passed: a refused run creates no store.
+    # with the thread that made them). ``device: cuda`` on this machine is checked first (torch's
+    # import, ~1 s, for such runs only): a refused run starts nothing and creates no store.
+    if spec.device == "cuda" and ray_address in (None, "local", "none"):
+        check_local_gpu()
     importances = len(spec.searched()) > 1  # the report's fANOVA needs two searched parameters
-    early = start_tracker(tracking_uri, spec.name, report, importances) if spec.device != "cuda" else None
+    early = start_tracker(tracking_uri, spec.name, report, importances)
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
-        loading = pool.submit(_import_and_load, spec, ray_address)
-        opening = pool.submit(_open_after, loading, early, tracking_uri, spec.name, report, importances)
+        loading = pool.submit(_import_and_load, spec)
+        opening = pool.submit(_open_after, loading, early)
         try:
             backend = start_backend(ray_address, spec.concurrency, imported=loading.result, device=spec.device)
         except BaseException:
@@ -213,14 +216,12 @@ def start_backend(ray_address: str | None, concurrency: int,
     return backend
 
 
-def _import_and_load(spec: Any, ray_address: str | None) -> None:
+def _import_and_load(spec: Any) -> None:
     import sweeps.driver  # noqa: F401  (Optuna, the records; torch is the workers')
     from tracking.client import enable_fast_sqlite
 
     enable_fast_sqlite()  # before the driver opens Optuna's storage (a SQLite one: no fsync per trial)
 
-    if spec.device == "cuda" and ray_address in (None, "local", "none"):
-        check_local_gpu()
     if not spec.data.is_file:
         check_data(spec)
 
@@ -240,15 +241,14 @@ def check_local_gpu() -> None:
                          "set device: cpu, or auto (a GPU where there is one), or run on a cluster with --ray-address")
 
 
-def _open_after(loading: Future[None], early: Any | None, tracking_uri: str | None, name: str, report: bool,
-                importances: bool) -> Any:
+def _open_after(loading: Future[None], tracker: Any) -> Any:
+    """``tracker`` ready, once the driver's code and data loaded (else it is stopped)."""
     try:
-        loading.result()  # done (one thread runs both): a refused GPU opens no store
+        loading.result()  # done (one thread runs both)
     except BaseException:
-        if early is not None:
-            _discard(early)
+        _discard(tracker)
         raise
-    return ready_tracker(early) if early is not None else open_tracker(tracking_uri, name, report, importances)
+    return ready_tracker(tracker)
 
 
 def _discard(tracker: Any) -> None:
@@ -269,11 +269,6 @@ def start_tracker(tracking_uri: str | None, name: str, report: bool = False, imp
     the report will compute fANOVA importances (its process imports scikit-learn ahead)."""
     from tracking.sweep import SweepTracker
 
-    # Each REST call retries briefly; the tracker's own loop (MLPSWEEP_TRACKING_RETRY_S, 180 s by
-    # default) rides out longer outages and resumes within seconds of the server's return,
-    # instead of MLflow's exponential backoff sleeping up to a minute past it.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     tracker = SweepTracker(tracking_uri, name, report=report, wait=False)
     if tracker.report is not None:
         tracker.report.prepare(importances)
@@ -301,13 +296,12 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sweeps.console import top_table
-    from sweeps.stores import check_storage_option
+    from sweeps.stores import resolve_stores
 
     spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
     if spec.data.is_file:  # a file can fail to load: it is read before anything starts
         check_data(spec)
-    if args.storage:
-        check_storage_option(args.storage)
+    resolve_stores(args.tracking_uri, args.storage, create=True)  # a mistyped path or a server down: nothing starts
     summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
                                  ray_address=args.ray_address, quiet=args.quiet, report=True)
     report = tracker.report

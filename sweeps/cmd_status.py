@@ -8,6 +8,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
+    from sweeps.cli import positive_int
     from sweeps.cmd_run import add_store_options
 
     parser = subparsers.add_parser(
@@ -16,7 +17,7 @@ def register(subparsers: Any) -> None:
                     "and its best trials.")
     parser.add_argument("name", metavar="NAME", help="the sweep name (the spec's name)")
     add_store_options(parser)
-    parser.add_argument("--top", type=int, default=5, help="how many best trials to list (default 5)")
+    parser.add_argument("--top", type=positive_int, default=5, help="how many best trials to list (default 5)")
     parser.set_defaults(handler=_status)
 
 

@@ -27,7 +27,8 @@ _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def register(subparsers: Any) -> None:
-    from sweeps.cmd_run import _positive_int, add_store_options
+    from sweeps.cli import positive_int
+    from sweeps.cmd_run import add_store_options
 
     parser = subparsers.add_parser(
         "submit",
@@ -44,8 +45,8 @@ def register(subparsers: Any) -> None:
                         help="the head's Ray Jobs API, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
     parser.add_argument("--wait", action="store_true",
                         help="follow the job's logs to the end; exit 0 if it succeeded, 1 if it failed or stopped")
-    parser.add_argument("--run-cap", type=_positive_int, default=None, help="override the spec's run_cap")
-    parser.add_argument("--concurrency", type=_positive_int, default=None, help="override the spec's concurrency")
+    parser.add_argument("--run-cap", type=positive_int, default=None, help="override the spec's run_cap")
+    parser.add_argument("--concurrency", type=positive_int, default=None, help="override the spec's concurrency")
     parser.set_defaults(handler=_submit)
 
 

@@ -27,13 +27,9 @@ def register(subparsers: Any) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sweeps.cli import UsageError
-    from sweeps.spec import SpecError, load_spec
+    from sweeps.cmd_run import prepare
 
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        raise UsageError("\n".join(exc.problems)) from None
+    spec = prepare(args.spec)  # what run refuses before it starts, its data included
     print(_as_json(spec, args.spec) if args.json else _summary(spec, args.spec))
     return 0
 

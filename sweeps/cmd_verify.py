@@ -19,6 +19,9 @@ __all__ = ["register", "parse_sizes", "run"]
 DEFAULT_EXPERIMENT = "mlpsweep-verification"
 LOSSES = ("mse", "sse")  # mirrors models.backprop.LOSSES without importing torch
 _SIZES_HINT = "expected comma-separated positive integers like 2,10,10,1"
+MAX_SIZE = 4096  # a layer's width, as a sweep's width knob allows (a float64 check of more runs out of memory)
+MAX_HIDDEN_LAYERS = 16  # as the depth knob allows
+MAX_SAMPLES = 10_000
 
 
 def register(subparsers: Any) -> None:
@@ -64,19 +67,25 @@ def parse_sizes(text: str) -> tuple[list[int], list[str]]:
         if value < 1:
             problems.append(f"--sizes: entry {i} of {text!r} is {value}; {_SIZES_HINT}")
             continue
+        if value > MAX_SIZE:
+            problems.append(f"--sizes: entry {i} of {text!r} is {value}; a layer has at most {MAX_SIZE} units")
+            continue
         sizes.append(value)
     if not problems and len(sizes) < 2:
         problems.append(f"--sizes: got {text!r}, needs at least an input and an output size; {_SIZES_HINT}")
+    if not problems and len(sizes) - 2 > MAX_HIDDEN_LAYERS:
+        problems.append(f"--sizes: got {len(sizes) - 2} hidden layers; at most {MAX_HIDDEN_LAYERS}")
     return sizes, problems
 
 
-def _parse_int(flag: str, text: str, minimum: int) -> tuple[int, list[str]]:
+def _parse_int(flag: str, text: str, minimum: int, maximum: int | None = None) -> tuple[int, list[str]]:
+    expected = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     try:
         value = int(text)
     except ValueError:
-        return 0, [f"{flag}: {text!r} is not an integer; expected an integer >= {minimum}"]
-    if value < minimum:
-        return 0, [f"{flag}: got {value}; expected an integer >= {minimum}"]
+        return 0, [f"{flag}: {text!r} is not an integer; expected {expected}"]
+    if value < minimum or (maximum is not None and value > maximum):
+        return 0, [f"{flag}: got {value}; expected {expected}"]
     return value, []
 
 
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.loss not in LOSSES:
         problems.append(f"--loss: unknown {args.loss!r}; choose one of {', '.join(LOSSES)}")
     seed, bad_seed = _parse_int("--seed", args.seed, 0)
-    samples, bad_samples = _parse_int("--samples", args.samples, 1)
+    samples, bad_samples = _parse_int("--samples", args.samples, 1, MAX_SAMPLES)
     problems += bad_seed + bad_samples
     if problems:
         raise UsageError("\n".join(problems))

@@ -78,6 +78,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "load_spec",
     "parse_spec",
+    "with_overrides",
     "spec_from_dict",
     "spec_to_dict",
     "spec_to_yaml",
@@ -1125,6 +1126,25 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(["spec: file is larger than the limit of 1 MiB"], str(origin))
     return parse_spec(data, str(origin))
+
+
+def with_overrides(spec: SweepSpec, **values: Any) -> SweepSpec:
+    """A copy of ``spec`` with top-level fields replaced (the command line's ``--run-cap``...),
+    each checked by the rules a spec file's value meets.
+
+    Raises:
+        SpecError: every value refused, one line each, starting with its field's name.
+    """
+    copy = spec.model_copy()
+    problems: list[str] = []
+    for name, value in values.items():
+        try:
+            copy.__pydantic_validator__.validate_assignment(copy, name, value)
+        except ValidationError as exc:
+            problems += _problems(exc)
+    if problems:
+        raise SpecError(problems)
+    return copy
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,20 +1,95 @@
-"""Finding a stored sweep again: its Optuna study and its MLflow experiment, by name."""
+"""The stores a command uses, checked before anything starts, and finding a stored sweep again
+(its Optuna study and its MLflow experiment, by name).
+
+A local store's folder must exist (a mistyped path is refused, not created); a database server
+must answer within seconds with its driver installed (MLflow alone retries a refused connection
+for minutes, Optuna prints a traceback). Each problem is one line naming the flag.
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_stores", "open_stored_study", "check_storage_option"]
+__all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location"]
+
+CONNECT_TIMEOUT_S = 10  # a database server that does not answer in this long is reported as down
+SERVER_TIMEOUT_ARGS = {"postgresql": {"connect_timeout": CONNECT_TIMEOUT_S},
+                       "mysql": {"connect_timeout": CONNECT_TIMEOUT_S}}
 
 
-def resolve_stores(tracking_uri: str | None, storage: str | None) -> tuple[str, str]:
-    """The MLflow tracking URI and Optuna storage a command should use (same defaults as run)."""
+def resolve_stores(tracking_uri: str | None, storage: str | None, *, create: bool = False) -> tuple[str, str]:
+    """The MLflow tracking URI and Optuna storage a command should use (same defaults as run),
+    each checked by :func:`check_location`; ``create``: the command may create them (``run``),
+    else a SQLite storage file must exist already.
+
+    Raises:
+        UsageError: a store that cannot be used, naming ``--tracking-uri`` or ``--storage``.
+    """
     from tracking.client import resolve_tracking_uri
     from tracking.sweep import default_storage
 
     uri = resolve_tracking_uri(tracking_uri)
     if storage:
         check_storage_option(storage)
-    return uri, storage or default_storage(uri)
+    storage = storage or default_storage(uri)
+    check_location("--tracking-uri", uri, create=True)  # a missing SQLite file: the reader says so
+    check_location("--storage", storage, create=create)
+    return uri, storage
+
+
+def check_location(flag: str, where: str, *, create: bool = True) -> None:
+    """``where`` (a ``sqlite:///`` URL, a journal path, a database server's URL; anything else,
+    e.g. ``http://``, is the caller's) can be used: a local file's folder exists, and without
+    ``create`` a SQLite file too; a server answers.
+
+    Raises:
+        UsageError: the first problem, one line starting with ``flag``.
+    """
+    from sweeps.cli import UsageError
+    from sweeps.optuna_adapter import SQL_SCHEMES
+
+    scheme = where.split("://", 1)[0].lower() if "://" in where else ""
+    if scheme == "sqlite" or not scheme:
+        path = Path(where[len("sqlite:///"):] if scheme else where).expanduser()
+        if scheme and (where == "sqlite://" or not path.name or path.name == ":memory:"):
+            return  # an in-memory database
+        if path.is_dir():
+            raise UsageError(f"{flag}: {path} is a folder; give a file in it (e.g. {path / 'mlflow.db'})")
+        if not path.parent.is_dir():
+            raise UsageError(f"{flag}: the folder {path.parent} does not exist; create it first or fix the path")
+        if scheme and not create and not path.is_file():
+            raise UsageError(f"{flag}: {path} does not exist; pass the {flag} the sweep used")
+    elif scheme.split("+")[0] in SQL_SCHEMES:
+        _check_server(flag, where, SERVER_TIMEOUT_ARGS.get(scheme.split("+")[0], {}))
+
+
+def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:
+    from sqlalchemy import create_engine, make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    from sweeps.cli import UsageError
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"{flag}: {url.split('://')[0]}:// needs the Python package {exc.name!r}, "
+                         "which is not installed") from None
+    except (ArgumentError, SQLAlchemyError, ValueError) as exc:
+        raise UsageError(f"{flag}: {url!r} is not a usable database URL: {_first(exc)}") from None
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        raise UsageError(f"{flag}: cannot connect to {shown}: {_first(getattr(exc, 'orig', None) or exc)}") from None
+    finally:
+        engine.dispose()
+
+
+def _first(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def check_storage_option(storage: str) -> None:

@@ -27,20 +27,35 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def make_client(tracking_uri: str | None = None) -> MlflowClient:
+def make_client(tracking_uri: str | None = None, *, create: bool = True) -> MlflowClient:
     """An MLflow client for ``tracking_uri`` (resolved by :func:`resolve_tracking_uri`).
 
     Args:
         tracking_uri: e.g. ``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``, or None.
+        create: create a missing SQLite store (else, for a command that only reads, an error).
 
     Returns:
         A client bound to that store (and its default artifact location).
+
+    Raises:
+        MlflowException: ``create`` is False and the SQLite file does not exist.
     """
     from mlflow import MlflowClient
 
+    # Each REST call retries briefly (MLflow's default backoff sleeps minutes on a server that is
+    # down): a command that only reads says so in seconds, and a sweep's tracker has its own loop
+    # (MLPSWEEP_TRACKING_RETRY_S, 180 s by default) that rides out longer outages and resumes
+    # within seconds of the server's return. Set either variable to choose otherwise.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
-        _create_sqlite_store(Path(uri[len("sqlite:///"):]).expanduser())
+        path = Path(uri[len("sqlite:///"):]).expanduser()
+        if not create and not path.exists():
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException(f"no MLflow store at {path}; pass the --tracking-uri the sweep used")
+        _create_sqlite_store(path)
     return MlflowClient(tracking_uri=uri)
 
 

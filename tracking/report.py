@@ -319,7 +319,7 @@ def collect_sweep(tracking_uri: str | None, sweep: str, storage: str | None = No
     """
     uri = resolve_tracking_uri(tracking_uri)
     storage = storage or default_storage(uri)
-    client = client or make_client(uri)
+    client = client or make_client(uri, create=False)
     uid, found, space, note = _study_facts(sweep, storage, importances)
     experiment_id, parent = _find_parent(client, sweep, uid)
     parent_id = parent.info.run_id
@@ -781,7 +781,7 @@ def build_report(tracking_uri: str | None, sweep: str, storage: str | None = Non
     # Three parts on two cores: fANOVA (the slowest) and half the pictures in forked children.
     fanova = Forked(_importances_of, sweep, storage)
     try:
-        client = make_client(uri)
+        client = make_client(uri, create=False)
         record = collect_sweep(uri, sweep, storage, client=client, importances=False)
     except BaseException:
         fanova.cancel()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tracking import plots
+from tracking.client import make_client
 from tracking.report import (
     PICTURES,
     REPORT_DIR,
@@ -228,8 +229,13 @@ def test_param_importances_guards(monkeypatch) -> None:
 
 
 def test_log_report_artifacts_never_raises(tmp_path, caplog) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     with caplog.at_level(logging.WARNING, logger="tracking.report"):
-        assert log_report_artifacts(f"sqlite:///{tmp_path}/mlflow.db", "no-such-sweep") == []
+        assert log_report_artifacts(uri, "no-such-sweep") == []  # no store: a reader does not create one
+    assert "no MLflow store at" in caplog.text and not (tmp_path / "mlflow.db").exists()
+    make_client(uri)
+    with caplog.at_level(logging.WARNING, logger="tracking.report"):
+        assert log_report_artifacts(uri, "no-such-sweep") == []
     assert "no sweep named 'no-such-sweep'" in caplog.text
 
 

@@ -1,0 +1,140 @@
+"""Bad command-line flags and stores: one line naming the flag, exit 2, nothing started or created."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+import sweeps.cmd_run
+from conftest import free_port, write_spec
+from models.data import load_dataset
+from sweeps.cli import main
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    """An empty working folder; a run that gets past its checks fails the test at once."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def started(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(sweeps.cmd_run, "execute", started)
+    return tmp_path
+
+
+def only_error(capsys, command: str) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mlpsweep {command}: error: "), lines
+    return lines[0][len(f"mlpsweep {command}: error: "):]
+
+
+def files(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--run-cap", "200000"], "--run-cap: must be <= 100000, got 200000"),
+    (["--concurrency", "5000"], "--concurrency: must be <= 1024, got 5000"),
+    (["--storage", "redis://localhost/0"], "--storage: 'redis://localhost/0' is neither a database URL"),
+    (["--storage", "postgresql://nobody@127.0.0.1:{port}/db"],
+     "--storage: cannot connect to postgresql://nobody@127.0.0.1:{port}/db: "),
+    (["--tracking-uri", "postgresql://nobody:secret@127.0.0.1:{port}/db"],
+     "--tracking-uri: cannot connect to postgresql://nobody:***@127.0.0.1:{port}/db: "),
+    (["--tracking-uri", "sqlite:///{here}/missing/mlflow.db"],
+     "--tracking-uri: the folder {here}/missing does not exist; create it first or fix the path"),
+    (["--storage", "{here}/missing/optuna.journal"], "--storage: the folder {here}/missing does not exist"),
+    (["--storage", "sqlite:///{here}"], "--storage: {here} is a folder"),
+])
+def test_run_refuses_bad_flags_before_anything_starts(here, capsys, flags, message):
+    spec = write_spec(here, name="flags")
+    port = free_port()  # nothing listens there: refused at once
+
+    def fill(text: str) -> str:
+        return text.format(port=port, here=here)
+
+    assert main(["run", str(spec), "--quiet", *map(fill, flags)]) == 2
+    assert only_error(capsys, "run").startswith(fill(message))
+    assert files(here) == ["flags.yaml"]
+    assert not (here / "missing").exists()
+
+
+def test_submit_applies_the_spec_limits_to_its_flags_too(here, capsys):
+    spec = write_spec(here, name="flags")
+    assert main(["submit", str(spec), "--address", "http://127.0.0.1:1", "--run-cap", "100001"]) == 2
+    assert only_error(capsys, "submit") == "--run-cap: must be <= 100000, got 100001"
+    assert main(["submit", str(spec), "--address", "http://127.0.0.1:1", "--concurrency", "1025"]) == 2
+    assert only_error(capsys, "submit") == "--concurrency: must be <= 1024, got 1025"
+
+
+@pytest.mark.parametrize("command", [["status", "nosuch"], ["report", "nosuch"], ["best", "nosuch", "--out", "o"]])
+def test_reading_commands_create_no_store(here, capsys, command):
+    assert main(command) == 2
+    error = only_error(capsys, command[0])
+    assert error.startswith("NAME: no sweep 'nosuch'") or error.startswith("--tracking-uri: no MLflow store at")
+    assert files(here) == []
+
+
+def test_a_reading_command_names_the_store_it_cannot_reach(here, capsys):
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/db"
+    assert main(["status", "s", "--storage", url]) == 2
+    assert only_error(capsys, "status").startswith(f"--storage: cannot connect to {url}: ")
+    assert main(["status", "s", "--storage", "sqlite:///absent.db"]) == 2  # reading never creates it
+    assert only_error(capsys, "status") == "--storage: absent.db does not exist; pass the --storage the sweep used"
+    assert files(here) == []
+
+
+@pytest.mark.parametrize("top", ["0", "-2"])
+def test_status_top_must_be_positive(here, capsys, top):
+    with pytest.raises(SystemExit) as stop:
+        main(["status", "s", "--top", top])
+    assert stop.value.code == 2
+    assert "argument --top: must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["best", "report"])
+@pytest.mark.parametrize("out, message", [
+    ("", "--out: give a folder name"),
+    ("a-file", "--out: a-file exists and is not a folder"),
+    ("a-file/sub", "--out: cannot make a folder under a-file: it is a file"),
+])
+def test_out_is_checked_before_anything_is_read(here, capsys, command, out, message):
+    (here / "a-file").write_text("keep me")
+    assert main([command, "s", "--out", out]) == 2
+    assert only_error(capsys, command) == message
+    assert files(here) == ["a-file"] and (here / "a-file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sizes", "2,100000,1"], "--sizes: entry 2 of '2,100000,1' is 100000; a layer has at most 4096 units"),
+    (["--sizes", ",".join(["1"] + ["2"] * 17 + ["1"])], "--sizes: got 17 hidden layers; at most 16"),
+    (["--sizes", "2,3,1", "--samples", "10001"], "--samples: got 10001; expected an integer >= 1 and <= 10000"),
+])
+def test_verify_refuses_what_would_not_fit_in_memory(here, capsys, flags, message):
+    assert main(["verify", *flags, "--activation", "tanh"]) == 2
+    assert only_error(capsys, "verify") == message
+
+
+def test_validate_checks_the_data_file_as_run_does(here, capsys):
+    spec = write_spec(here, name="v", text="name: v\nmethod: random\ndata: {dataset: nothere.csv}\n"
+                                           "parameters:\n  width: {value: 4}\n")
+    assert main(["validate", str(spec)]) == 2
+    assert only_error(capsys, "validate") == (f"data.dataset: file not found: nothere.csv (a relative path is read "
+                                              f"from the current folder, {here})")
+
+
+def test_a_data_file_that_is_no_npz_says_so(tmp_path):
+    text, folder, arrays = tmp_path / "text.npz", tmp_path / "dir.npz", tmp_path / "objects.npz"
+    text.write_text("x,y\n1,2\n")
+    folder.mkdir()
+    np.savez(arrays, a=np.array([{"x": 1}, None], dtype=object), b=np.arange(2.0))
+    assert zipfile.is_zipfile(arrays)
+    with pytest.raises(ValueError, match=r"^data\.dataset: text\.npz is not an \.npz file \(a zip of \.npy arrays"):
+        load_dataset(text)
+    with pytest.raises(ValueError, match=r"^data\.dataset: .*dir\.npz is a folder, not a data file$"):
+        load_dataset(folder)
+    with pytest.raises(ValueError, match=r"^data\.dataset: cannot read objects\.npz as \.npz: it holds pickled objects, "
+                                         r"which are refused"):
+        load_dataset(arrays)
