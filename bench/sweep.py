@@ -14,9 +14,11 @@ Three ways to run the same 64 configurations (taken from the service's own study
   (``models.train_restarts``): the cost of the math alone.
 Runs alternate over ``--reps`` repetitions; medians are reported. Also: tiny-trial throughput
 (1 restart, 20 epochs, width 8, 500 trials, full tracking), the same run with 2 trials (a run's
-fixed cost, which bounds the end-to-end rate at 500 / its wall) and concurrency 1 vs 2.
+fixed cost, which bounds the end-to-end rate at 500 / its wall), alternating over
+``--tiny-reps`` repetitions, with the CPU the whole machine spent on each (Linux: on a machine
+whose cores are all busy, wall time can only shrink with CPU), and concurrency 1 vs 2.
 
-    .venv/bin/python bench/sweep.py [--reps 3] [--tiny-trials 500] [--skip-plain]
+    .venv/bin/python bench/sweep.py [--reps 3] [--tiny-trials 500] [--tiny-reps 3] [--skip-plain]
     .venv/bin/python bench/sweep.py --once SPEC [--checkout OTHER_CLONE]   # A/B between checkouts
 """
 from __future__ import annotations
@@ -59,9 +61,21 @@ parameters:
 """
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds every core of this machine has spent busy since boot (``/proc/stat``: user,
+    nice, system, irq, softirq, steal); None where there is no ``/proc/stat``."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) -> dict:
     """Run ``mlpsweep run`` in a fresh folder with the code (and ``.venv``) of ``checkout``;
-    wall times and per-trial math time."""
+    wall times, per-trial math time and the CPU the machine spent meanwhile (``cpu``: every
+    process's, this benchmark's idle wait included, which is nil; None off Linux)."""
     import yaml
     from mlflow import MlflowClient
 
@@ -71,10 +85,10 @@ def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) ->
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     env.pop("MLFLOW_TRACKING_URI", None)
     python = sys.executable if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
-    t0 = time.perf_counter()
+    cpu0, t0 = machine_cpu_seconds(), time.perf_counter()
     subprocess.run([python, "-m", "sweeps.cli", "run", str(spec), "--quiet", *extra], cwd=folder, env=env,
                    check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    wall, cpu1 = time.perf_counter() - t0, machine_cpu_seconds()
     name = yaml.safe_load(spec.read_text())["name"]
     study = load_study(name, default_storage(f"sqlite:///{folder}/mlflow.db"))  # journal, or an old checkout's optuna.db
     trials = study.trials
@@ -84,7 +98,8 @@ def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) ->
     runs = client.search_runs([exp.experiment_id], "tags.`mlpsweep.kind` = 'trial'", max_results=5000)
     math_seconds = sum(r.data.metrics.get("train_seconds", 0.0) for r in runs)
     complete = [t for t in trials if t.value is not None]
-    return {"wall": wall, "sweep_wall": sweep_wall, "math_seconds": math_seconds, "trials": len(trials),
+    return {"wall": wall, "cpu": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+            "sweep_wall": sweep_wall, "math_seconds": math_seconds, "trials": len(trials),
             "best_val": min(t.value for t in complete) if complete else math.nan, "study": study}
 
 
@@ -143,6 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tiny-trials", type=int, default=500)
+    parser.add_argument("--tiny-reps", type=int, default=3,
+                        help="runs of the tiny sweep and of its 2-trial twin, alternating (medians)")
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     parser.add_argument("--once", type=Path, default=None, metavar="SPEC",
@@ -183,14 +200,8 @@ def main() -> None:
         folder = Path(tmp) / "c1"
         folder.mkdir()
         c1 = run_service(SPEC, folder, "--concurrency", "1")
-        tiny_dir = Path(tmp) / "tiny"
-        tiny_dir.mkdir()
-        (tiny_dir / "tiny.yaml").write_text(TINY.format(n=args.tiny_trials))
-        tiny = run_service(tiny_dir / "tiny.yaml", tiny_dir)
-        floor_dir = Path(tmp) / "floor"  # the same command training 2 trials: what a run costs before its trials
-        floor_dir.mkdir()
-        (floor_dir / "tiny.yaml").write_text(TINY.format(n=2))
-        floor = run_service(floor_dir / "tiny.yaml", floor_dir)
+        # the tiny sweep, and the same command training 2 trials: what a run costs before its trials
+        tiny = tiny_runs(Path(tmp), {"tiny": args.tiny_trials, "floor": 2}, args.tiny_reps)
 
     med = {k: statistics.median(v) for k, v in rows.items() if v}
     figures = {
@@ -206,15 +217,51 @@ def main() -> None:
         "best_val_mse": best,
         "concurrency_1_sweep_seconds": c1["sweep_wall"],
         "scaling_1_to_2": c1["sweep_wall"] / med["service_sweep"],
-        "tiny_trials_per_second_end_to_end": tiny["trials"] / tiny["wall"],
-        "tiny_trials_per_second_sweep": tiny["trials"] / tiny["sweep_wall"],
-        # A 2-trial run's wall bounds the end-to-end rate: N trials can never take less than it.
-        "two_trial_run_seconds": floor["wall"],
-        "tiny_trials_per_second_end_to_end_bound": args.tiny_trials / floor["wall"],
+        **tiny_figures(tiny, args.tiny_trials),
     }
     print(json.dumps(figures, indent=2, default=str))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
+
+
+def tiny_runs(root: Path, trials: dict[str, int], reps: int) -> dict[str, list[dict]]:
+    """``reps`` runs of each named tiny sweep (its number of trials), alternating, each in a new folder."""
+    runs: dict[str, list[dict]] = {name: [] for name in trials}
+    for rep in range(reps):
+        for name, n in (trials.items() if rep % 2 == 0 else reversed(trials.items())):
+            folder = root / f"{name}-{rep}"
+            folder.mkdir()
+            (folder / "tiny.yaml").write_text(TINY.format(n=n))
+            runs[name].append(run_service(folder / "tiny.yaml", folder))
+    return runs
+
+
+def tiny_figures(runs: dict[str, list[dict]], trials: int) -> dict:
+    """The tiny sweep's rates (medians, and the range over runs) and what bounds them: the 2-trial
+    run's wall (N trials never take less) and the CPU both runs cost the machine."""
+    def median(name: str, key: str) -> float | None:
+        values = [r[key] for r in runs[name] if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    walls = [r["wall"] for r in runs["tiny"]]
+    cpu_tiny, cpu_floor = median("tiny", "cpu"), median("floor", "cpu")
+    cores = os.cpu_count() or 1
+    return {
+        "tiny_runs": len(walls),
+        "tiny_trials_per_second_end_to_end": trials / statistics.median(walls),
+        "tiny_trials_per_second_end_to_end_range": [trials / max(walls), trials / min(walls)],
+        "tiny_trials_per_second_sweep": statistics.median(r["trials"] / r["sweep_wall"] for r in runs["tiny"]),
+        # A 2-trial run's wall bounds the end-to-end rate: N trials can never take less than it.
+        "two_trial_run_seconds": median("floor", "wall"),
+        "tiny_trials_per_second_end_to_end_bound": trials / median("floor", "wall"),
+        # CPU seconds of the whole machine: the run's fixed cost, each further trial's, and the
+        # wall the tiny run could not beat with every core busy all along (CPU / cores).
+        "two_trial_run_cpu_seconds": cpu_floor,
+        "tiny_run_cpu_seconds": cpu_tiny,
+        "tiny_cpu_ms_per_further_trial": None if cpu_tiny is None or cpu_floor is None
+        else 1000 * (cpu_tiny - cpu_floor) / (trials - 2),
+        "tiny_run_wall_floor_from_cpu": None if cpu_tiny is None else cpu_tiny / cores,
+    }
 
 
 if __name__ == "__main__":
