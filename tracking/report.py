@@ -195,14 +195,15 @@ def _find_parent(client: MlflowClient, sweep: str, study_uid: str | None) -> tup
     return experiment.experiment_id, (matching or parents)[0]
 
 
-def _load_study(sweep: str, storage: str) -> tuple[Any, str]:
-    """The sweep's Optuna study, or None and why not; never raises."""
+def _load_study(sweep: str, storage: str, warn: bool = True) -> tuple[Any, str]:
+    """The sweep's Optuna study, or None and why not (logged, with ``warn``); never raises."""
     try:
         from sweeps import optuna_adapter as oa
 
         return oa.load_study(sweep, storage), ""
     except Exception as exc:  # a missing study or storage only costs the importances
-        log.warning("report: cannot load Optuna study %r from %s: %s", sweep, storage, exc)
+        if warn:
+            log.warning("report: cannot load Optuna study %r from %s: %s", sweep, storage, exc)
         return None, f"no Optuna study {sweep!r} in {storage}: {type(exc).__name__}"
 
 
@@ -237,8 +238,9 @@ def _importances_from(study: Any, sweep: str) -> tuple[dict[str, float] | None, 
 
 
 def _importances_of(sweep: str, storage: str) -> tuple[dict[str, float] | None, str]:
-    """The study's fANOVA importances, or None and why not; never raises."""
-    study, note = _load_study(sweep, storage)
+    """The study's fANOVA importances, or None and why not; never raises. (A missing study is
+    :func:`collect_sweep`'s to report, which reads it too: said once, not twice.)"""
+    study, note = _load_study(sweep, storage, warn=False)
     return (None, note) if study is None else _importances_from(study, sweep)
 
 

@@ -379,6 +379,16 @@ def test_the_report_drawn_by_forked_children_equals_the_one_drawn_here(swept, mo
 
 
 @pytest.mark.integration
+def test_a_report_without_its_study_says_so_once(swept, tmp_path) -> None:
+    """The study is read by this process and by the fANOVA child: one warning, not one each."""
+    done = _run("report", "tiny", "--out", str(tmp_path / "out"), "--tracking-uri", swept["uri"],
+                "--storage", str(tmp_path / "elsewhere.journal"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("cannot load Optuna study 'tiny'") == 1, done.stderr
+    assert (tmp_path / "out" / "report.html").exists() and not (tmp_path / "elsewhere.journal").exists()
+
+
+@pytest.mark.integration
 def test_children_that_die_cost_the_importances_never_the_report(swept, monkeypatch) -> None:
     import tracking.report as report_module
 
