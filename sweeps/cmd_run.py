@@ -7,7 +7,7 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, cast
 
-__all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend", "open_tracker",
+__all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend",
            "start_tracker", "ready_tracker"]
 
 
@@ -255,12 +255,6 @@ def _discard(tracker: Any) -> None:
     tracker.close()
     if tracker.report is not None:
         tracker.report.cancel()
-
-
-def open_tracker(tracking_uri: str | None, name: str, report: bool = False, importances: bool = True) -> Any:
-    """The sweep's MLflow writer (and, with ``report``, the report's process), its store open; an
-    unreachable store is a one-line error, not a traceback."""
-    return ready_tracker(start_tracker(tracking_uri, name, report, importances))
 
 
 def start_tracker(tracking_uri: str | None, name: str, report: bool = False, importances: bool = True) -> Any:
