@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "build_parser", "UsageError", "positive_int", "output_folder"]
+__all__ = ["main", "build_parser", "UsageError", "positive_int", "output_folder", "first_line"]
 
 # Order here is the order in --help.
 COMMAND_MODULES = (
@@ -31,6 +31,13 @@ COMMAND_MODULES = (
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line per problem, exit code 2."""
+
+
+def first_line(exc: BaseException, fallback: str | None = None, limit: int = 300) -> str:
+    """What a one-line usage error quotes of ``exc``: its message's first line (at most ``limit``
+    characters), else ``fallback``, else the exception's type."""
+    text = str(exc).strip()
+    return (text.splitlines()[0].strip() if text else fallback or type(exc).__name__)[:limit]
 
 
 def positive_int(text: str) -> int:

@@ -83,14 +83,14 @@ def _best(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from models.checkpoint import CheckpointError
-    from sweeps.cli import UsageError
+    from sweeps.cli import UsageError, first_line
 
     try:
         out = export_best(args.name, args.out, args.tracking_uri, args.storage)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     except MlflowException as exc:  # the store cannot be read (or does not exist)
-        raise UsageError(f"--tracking-uri: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise UsageError(f"--tracking-uri: {first_line(exc)}") from None
     print(f"wrote {out}/model.pt, weights.npz, architecture.json and config.json "
           f"(load with models.load_checkpoint('{out}'))")
     return 0

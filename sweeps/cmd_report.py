@@ -9,7 +9,7 @@ import argparse
 import os
 from typing import Any
 
-from sweeps.cli import UsageError, output_folder
+from sweeps.cli import UsageError, first_line, output_folder
 from sweeps.cmd_run import add_store_options
 
 __all__ = ["register", "run"]
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     except SweepNotFoundError as exc:
         raise UsageError(str(exc)) from None
     except MlflowException as exc:
-        first = (str(exc).strip().splitlines() or ["cannot read the store"])[0]
-        raise UsageError(f"--tracking-uri: {first[:300]}") from None
+        raise UsageError(f"--tracking-uri: {first_line(exc, 'cannot read the store')}") from None
     try:
         page = report.write(out_dir)
     except OSError as exc:

@@ -275,14 +275,13 @@ def ready_tracker(tracker: Any) -> Any:
     Raises:
         UsageError: the store cannot be used (the message names ``--tracking-uri``).
     """
-    from sweeps.cli import UsageError
+    from sweeps.cli import UsageError, first_line
 
     try:
         tracker.wait_ready()
     except Exception as exc:
         _discard(tracker)
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--tracking-uri: cannot use the MLflow store {tracker.tracking_uri}: {first}") from None
+        raise UsageError(f"--tracking-uri: cannot use the MLflow store {tracker.tracking_uri}: {first_line(exc)}") from None
     return tracker
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from sweeps.cli import UsageError
+from sweeps.cli import UsageError, first_line
 
 __all__ = ["register", "parse_sizes", "run"]
 
@@ -146,8 +146,7 @@ def _verify_tracked(args: argparse.Namespace, sizes: list[int], settings: dict[s
         client = make_client(args.tracking_uri)
         experiment_id = ensure_experiment(client, args.experiment)
     except MlflowException as exc:
-        first_line = (str(exc).strip().splitlines() or ["cannot open the store"])[0]
-        raise UsageError(f"--tracking-uri: {args.tracking_uri!r}: {first_line}") from None
+        raise UsageError(f"--tracking-uri: {args.tracking_uri!r}: {first_line(exc, 'cannot open the store')}") from None
     record = verify_and_record(client, experiment_id, sizes, args.activation, force=args.force, **settings)
     where = f"experiment {args.experiment!r} at {args.tracking_uri}"
     if not record.reused:

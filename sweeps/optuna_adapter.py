@@ -141,10 +141,16 @@ JOURNAL_SUFFIX = ".journal"
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")  # what Optuna's RDBStorage takes (SQLAlchemy)
 
 
+def url_scheme(text: str) -> str | None:
+    """The database of a URL, lower case and without its driver (``postgresql+psycopg2://…``:
+    ``postgresql``); None for a path."""
+    return text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else None
+
+
 def check_storage(storage: str) -> None:
     """Raise ValueError (naming ``--storage`` and both allowed forms) unless ``storage`` is a
     database URL (of a database SQLAlchemy knows) or a journal file path."""
-    scheme = storage.split("://", 1)[0].split("+", 1)[0].lower() if "://" in storage else None
+    scheme = url_scheme(storage)
     if (scheme is None and not storage.endswith(JOURNAL_SUFFIX)) or (scheme is not None and scheme not in SQL_SCHEMES):
         raise ValueError(f"--storage: {storage!r} is neither a database URL (sqlite:///optuna.db, "
                          f"postgresql://USER@HOST/DB) nor a journal file (a path ending in {JOURNAL_SUFFIX})")

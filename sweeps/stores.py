@@ -46,12 +46,13 @@ def check_location(flag: str, where: str, *, create: bool = True) -> None:
         UsageError: the first problem, one line starting with ``flag``.
     """
     from sweeps.cli import UsageError
-    from sweeps.optuna_adapter import SQL_SCHEMES
+    from sweeps.optuna_adapter import SQL_SCHEMES, url_scheme
+    from tracking.sweep import sqlite_path
 
-    scheme = where.split("://", 1)[0].lower() if "://" in where else ""
-    if scheme == "sqlite" or not scheme:
-        path = Path(where[len("sqlite:///"):] if scheme else where).expanduser()
-        if scheme and (where == "sqlite://" or not path.name or path.name == ":memory:"):
+    scheme = url_scheme(where)
+    if scheme in ("sqlite", None):
+        path = sqlite_path(where) if scheme else Path(where).expanduser()
+        if path is None or not path.name or path.name == ":memory:":
             return  # an in-memory database
         if path.is_dir():
             raise UsageError(f"{flag}: {path} is a folder; give a file in it (e.g. {path / 'mlflow.db'})")
@@ -59,8 +60,8 @@ def check_location(flag: str, where: str, *, create: bool = True) -> None:
             raise UsageError(f"{flag}: the folder {path.parent} does not exist; create it first or fix the path")
         if scheme and not create and not path.is_file():
             raise UsageError(f"{flag}: {path} does not exist; pass the {flag} the sweep used")
-    elif scheme.split("+")[0] in SQL_SCHEMES:
-        _check_server(flag, where, SERVER_TIMEOUT_ARGS.get(scheme.split("+")[0], {}))
+    elif scheme in SQL_SCHEMES:
+        _check_server(flag, where, SERVER_TIMEOUT_ARGS.get(scheme, {}))
 
 
 def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:
@@ -68,7 +69,7 @@ def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
-    from sweeps.cli import UsageError
+    from sweeps.cli import UsageError, first_line
 
     try:
         shown = make_url(url).render_as_string(hide_password=True)
@@ -77,19 +78,14 @@ def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:
         raise UsageError(f"{flag}: {url.split('://')[0]}:// needs the Python package {exc.name!r}, "
                          "which is not installed") from None
     except (ArgumentError, SQLAlchemyError, ValueError) as exc:
-        raise UsageError(f"{flag}: {url!r} is not a usable database URL: {_first(exc)}") from None
+        raise UsageError(f"{flag}: {url!r} is not a usable database URL: {first_line(exc)}") from None
     try:
         with engine.connect():
             pass
     except SQLAlchemyError as exc:
-        raise UsageError(f"{flag}: cannot connect to {shown}: {_first(getattr(exc, 'orig', None) or exc)}") from None
+        raise UsageError(f"{flag}: cannot connect to {shown}: {first_line(getattr(exc, 'orig', None) or exc)}") from None
     finally:
         engine.dispose()
-
-
-def _first(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def check_storage_option(storage: str) -> None:

@@ -30,7 +30,8 @@ __all__ = ["SweepTracker", "SweepRunInfo", "default_storage", "artifact_root_for
 log = logging.getLogger(__name__)
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL; None for any other URL or path."""
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri[len("sqlite:///"):]).expanduser()
@@ -40,7 +41,7 @@ def default_storage(tracking_uri: str | None) -> str:
     """The Optuna storage beside the MLflow store: the journal file ``optuna.journal`` next to a
     SQLite ``mlflow.db``, else in the current directory. An ``optuna.db`` that earlier versions
     wrote there (and no journal) is kept, so its sweeps continue."""
-    db = _sqlite_path(resolve_tracking_uri(tracking_uri))
+    db = sqlite_path(resolve_tracking_uri(tracking_uri))
     folder = db.parent if db is not None else Path(".")
     legacy, journal = folder / "optuna.db", folder / "optuna.journal"
     if legacy.is_file() and not journal.exists():
@@ -50,7 +51,7 @@ def default_storage(tracking_uri: str | None) -> str:
 
 def artifact_root_for(tracking_uri: str | None) -> str | None:
     """Artifacts of a local SQLite store go in ``mlartifacts/`` beside it; a server decides itself."""
-    db = _sqlite_path(resolve_tracking_uri(tracking_uri))
+    db = sqlite_path(resolve_tracking_uri(tracking_uri))
     if db is None:
         return None
     return (db.resolve().parent / "mlartifacts").as_uri()
