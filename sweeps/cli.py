@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import difflib
 import importlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 __all__ = ["main", "build_parser", "UsageError", "positive_int", "output_folder", "first_line"]
 
@@ -73,8 +74,42 @@ def output_folder(text: str, flag: str = "--out") -> Path:
     return path
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad flag or argument is one line on stderr (exit 2), as every other
+    usage error of the command line is, instead of the usage block followed by the error; the
+    line says where the full usage is. Subcommands' parsers are of this class too (argparse
+    makes them of their parent's class)."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}  # the top parser's: its subcommands' parsers
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """argparse's, but unknown flags are reported by the subcommand they were given to, with the
+        flag they most resemble (``--concurency`` → ``--concurrency``)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self.commands.get(getattr(parsed, "command", None) or "", self)
+            flags = [flag for action in parser._actions for flag in action.option_strings]
+            close = [m for x in extras if x.startswith("-")
+                     for m in difflib.get_close_matches(x.split("=", 1)[0], flags, n=1)]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlpsweep")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mlpsweep",
         description=(
             "Hyperparameter sweeps for multi-layer perceptrons: Optuna proposes MLP variants, "
@@ -84,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'mlpsweep COMMAND --help' for a command's options.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -93,9 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    parser.commands = dict(sub.choices)
     return parser
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

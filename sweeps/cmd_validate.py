@@ -22,14 +22,21 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("spec", metavar="SPEC", help="the sweep spec file (YAML)")
     parser.add_argument("--json", action="store_true",
-                        help="print the canonical spec, its digest and search space as JSON")
+                        help="print the canonical spec, its digest and search space as JSON "
+                             "(an invalid spec: {\"valid\": false, \"errors\": [...]}, exit 2)")
     parser.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from sweeps.cli import UsageError
     from sweeps.cmd_run import prepare
 
-    spec = prepare(args.spec)  # what run refuses before it starts, its data included
+    try:
+        spec = prepare(args.spec)  # what run refuses before it starts, its data included
+    except UsageError as exc:
+        if args.json:  # a script reading stdout gets JSON either way; stderr and exit 2 as always
+            print(json.dumps({"spec_file": args.spec, "valid": False, "errors": str(exc).splitlines()}, indent=2))
+        raise
     print(_as_json(spec, args.spec) if args.json else _summary(spec, args.spec))
     return 0
 

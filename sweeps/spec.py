@@ -46,6 +46,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    BeforeValidator,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -152,13 +153,19 @@ def _render_loc(loc: Sequence[Any]) -> str:
     return out or "spec"
 
 
-def _suggest(word: Any, options: Sequence[str]) -> str:
+def _closest(word: Any, options: Sequence[str]) -> str | None:
+    """The option ``word`` is most likely a misspelling of, or None."""
     if not isinstance(word, str):
-        return ""
+        return None
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     if not close and word.lower() in options:
         close = [word.lower()]
-    return f"did you mean {close[0]!r}? " if close else ""
+    return close[0] if close else None
+
+
+def _suggest(word: Any, options: Sequence[str]) -> str:
+    close = _closest(word, options)
+    return f"did you mean {close!r}? " if close else ""
 
 
 def _one_of(options: Sequence[str]) -> str:
@@ -278,8 +285,10 @@ class Knob:
             return value, None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, self.type_rule() + got
-        if self.kind == "int" and not isinstance(value, int):
-            return None, self.type_rule() + got
+        if self.kind == "int":
+            value = whole(value)
+            if not isinstance(value, int):
+                return None, self.type_rule() + got
         if isinstance(value, float) and not math.isfinite(value):
             return None, f"must be finite{got}"
         rule = self.bound_rule(value)
@@ -513,6 +522,7 @@ def _parse_range(knob: Knob, raw: Mapping[str, Any], dist: str, loc: Loc) -> tup
     step: float | int | None = None
     if dist.startswith("q_"):
         q = raw.get("q", 1)  # W&B's default quantum
+        q = whole(q) if knob.kind == "int" else q
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not (math.isfinite(q) and q > 0):
             problems.append(((*loc, "q"), f"must be a number > 0, got {_show(q)}", q))
         elif knob.kind == "int" and not isinstance(q, int):
@@ -645,7 +655,19 @@ class _Frozen(BaseModel):
 
 Name = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 Fraction = Annotated[StrictFloat, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
-Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+
+
+def whole(value: Any) -> Any:
+    """A whole-number float as the integer it is (``epochs: 1e3`` is 1000: YAML reads ``1e3`` as
+    a float); anything else unchanged, for the integer rule to judge (``8.5``, ``true``, ``"8"``
+    stay refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[StrictInt, BeforeValidator(whole)]  # an integer key of the spec: 1e3 and 1000.0 are 1000
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
 ColumnNames = Annotated[tuple[Annotated[StrictStr, Field(min_length=1)], ...], Field(min_length=1)]
 
 
@@ -741,10 +763,10 @@ class EarlyTerminateSpec(_Frozen):
     """
 
     type: Literal["median", "sha", "hyperband"]
-    min_iter: Annotated[StrictInt, Field(ge=1)] | None = None
-    max_iter: Annotated[StrictInt, Field(ge=1)] | None = None
-    eta: Annotated[StrictInt, Field(ge=2)] = 3
-    s: Annotated[StrictInt, Field(ge=1)] | None = None
+    min_iter: Annotated[Int, Field(ge=1)] | None = None
+    max_iter: Annotated[Int, Field(ge=1)] | None = None
+    eta: Annotated[Int, Field(ge=2)] = 3
+    s: Annotated[Int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _order(self) -> EarlyTerminateSpec:
@@ -768,8 +790,8 @@ class SweepSpec(_Frozen):
     description: Annotated[StrictStr, Field(max_length=10_000)] | None = None
     method: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
     metric: MetricSpec = MetricSpec()
-    run_cap: Annotated[StrictInt, Field(ge=1, le=100_000)] = 20
-    concurrency: Annotated[StrictInt, Field(ge=1, le=1024)] = 1
+    run_cap: Annotated[Int, Field(ge=1, le=100_000)] = 20
+    concurrency: Annotated[Int, Field(ge=1, le=1024)] = 1
     seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     data: DataSpec
@@ -780,7 +802,7 @@ class SweepSpec(_Frozen):
     # together as one batched computation on one worker; results stay per trial, bit for bit on
     # the CPU. ``auto``: see the driver's ``cobatch_limit`` (small trials of samplers that do not
     # learn from results co-batch, others train alone).
-    cobatch: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=MAX_COBATCH)] = "auto"
+    cobatch: Literal["auto"] | Annotated[Int, Field(ge=1, le=MAX_COBATCH)] = "auto"
 
     # Not a field: the parameters block as the user wrote it (set by _keep_user_parameters).
     _user_parameters: dict[str, Any] = {}
@@ -925,10 +947,9 @@ def _line(err: Mapping[str, Any]) -> str:
     elif kind == "missing":
         rule, got = "required", ""
     elif kind == "extra_forbidden":
-        section = _SECTIONS.get(loc[:-1])
-        allowed = list(section.model_fields) if section else []
+        allowed = _allowed_keys(loc[:-1])
         key = loc[-1] if loc else None
-        if section is SweepSpec and key in _FOREIGN_TOP_KEYS:
+        if _SECTIONS.get(loc[:-1]) is SweepSpec and key in _FOREIGN_TOP_KEYS:
             rule = f"unknown key: {_FOREIGN_TOP_KEYS[key]}"
         else:
             rule = f"unknown key; {_suggest(key, allowed)}allowed: {_one_of(allowed)}"
@@ -956,9 +977,25 @@ def _line(err: Mapping[str, Any]) -> str:
     return f"{path}: {rule}{got}"
 
 
+def _allowed_keys(section_loc: Loc) -> list[str]:
+    section = _SECTIONS.get(section_loc)
+    return list(section.model_fields) if section else []
+
+
 def _problems(exc: ValidationError) -> list[str]:
+    errors = exc.errors(include_url=False)
+    # A misspelled required key is one problem, not two: "paramters: unknown key; did you mean
+    # 'parameters'?" says all that "parameters: required" would.
+    meant = set()
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden" and loc:
+            close = _closest(loc[-1], _allowed_keys(loc[:-1]))
+            meant.add((*loc[:-1], close))
     lines: list[str] = []
-    for err in exc.errors(include_url=False):
+    for err in errors:
+        if err.get("type") == "missing" and tuple(err.get("loc", ())) in meant:
+            continue
         line = _line(err)
         if line not in lines:
             lines.append(line)

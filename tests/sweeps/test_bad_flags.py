@@ -91,7 +91,26 @@ def test_status_top_must_be_positive(here, capsys, top):
     with pytest.raises(SystemExit) as stop:
         main(["status", "s", "--top", top])
     assert stop.value.code == 2
-    assert "argument --top: must be >= 1" in capsys.readouterr().err
+    assert only_error(capsys, "status") == f"argument --top: must be >= 1, got {top} (see 'mlpsweep status --help')"
+
+
+@pytest.mark.parametrize("argv, prog, message", [
+    ([], "mlpsweep", "the following arguments are required: COMMAND"),
+    (["rnu"], "mlpsweep", "argument COMMAND: invalid choice: 'rnu' (choose from 'run', "),
+    (["run"], "mlpsweep run", "the following arguments are required: SPEC"),
+    (["run", "s.yaml", "--concurency", "2"], "mlpsweep run", "unrecognized arguments: --concurency 2 (did you mean --concurrency?)"),
+    (["status", "s", "--bogus"], "mlpsweep status", "unrecognized arguments: --bogus"),
+    (["run", "s.yaml", "--run-cap", "ten"], "mlpsweep run", "argument --run-cap: must be a positive integer, got 'ten'"),
+    (["verify", "--activation", "tanh"], "mlpsweep verify", "the following arguments are required: --sizes"),
+])
+def test_a_bad_flag_is_one_line_naming_it_and_where_the_usage_is(here, capsys, argv, prog, message):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err  # no usage block before it
+    assert err.startswith(f"{prog}: error: {message}") and err.endswith(f" (see '{prog} --help')\n"), err
+    assert files(here) == []
 
 
 @pytest.mark.parametrize("command", ["best", "report"])
@@ -138,3 +157,12 @@ def test_a_data_file_that_is_no_npz_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"^data\.dataset: cannot read objects\.npz as \.npz: it holds pickled objects, "
                                          r"which are refused"):
         load_dataset(arrays)
+
+
+def test_version_is_the_installed_package_s(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"mlpsweep {version('mlpsweep')}\n"

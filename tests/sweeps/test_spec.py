@@ -270,8 +270,11 @@ BAD = [
     ("run_cap text", minimal(run_cap="20"), ["run_cap: must be an integer, got '20'"]),
     ("concurrency bool", minimal(concurrency=True), ["concurrency: must be an integer, got True"]),
     ("seed float", minimal(seed=1.5), ["seed: must be an integer, got 1.5"]),
-    ("width float", minimal(parameters={"width": {"value": 10.0}}),
-     ["parameters.width.value: must be an integer, got 10.0"]),
+    ("width fraction", minimal(parameters={"width": {"value": 10.5}}),
+     ["parameters.width.value: must be an integer, got 10.5"]),
+    ("epochs fraction in values", minimal(parameters={"epochs": {"values": [1e3, 2.5e2, 1e-1]}}),
+     ["parameters.epochs.values[2]: must be an integer, got 0.1"]),
+    ("run_cap fraction", minimal(run_cap=2.5), ["run_cap: must be an integer, got 2.5"]),
     ("int knob float bounds", minimal(parameters={"width": {"min": 1.5, "max": 10}}),
      ["parameters.width.min: must be an integer, got 1.5"]),
     ("bool knob number", minimal(parameters={"nesterov": {"value": 1}}),
@@ -344,6 +347,35 @@ def test_bad_spec_is_reported(data: dict, expected: list[str]) -> None:
     for want in expected:
         assert any(p.startswith(want) for p in problems), f"{want!r} not in {problems}"
     assert len(problems) == len(expected), problems
+
+
+def test_whole_numbers_written_as_floats_are_integers() -> None:
+    """YAML reads 1e3 as a float: an integer key or knob takes it as the integer it is."""
+    text = ("name: t\nrun_cap: 1e2\nconcurrency: 2.0\nseed: 7.0\ndata: {dataset: seed-1d}\n"
+            "early_terminate: {type: hyperband, min_iter: 1e1, eta: 3.0}\n"
+            "parameters:\n  epochs: {value: 1e3}\n  width: {values: [8.0, 1.6e1]}\n"
+            "  depth: {min: 1.0, max: 3e0}\n"
+            "  restarts: {distribution: q_uniform, min: 2.0, max: 1e1, q: 2.0}\n")
+    spec = parse_spec(text)
+    same = parse_spec(text.replace("1e2", "100").replace("2.0\n", "2\n").replace("7.0", "7")
+                      .replace("1e1, eta: 3.0", "10, eta: 3").replace("1e3", "1000")
+                      .replace("[8.0, 1.6e1]", "[8, 16]").replace("1.0, max: 3e0", "1, max: 3")
+                      .replace("min: 2.0, max: 1e1, q: 2.0", "min: 2, max: 10, q: 2"))
+    assert spec == same and spec_digest(spec) == spec_digest(same)
+    assert (spec.run_cap, spec.concurrency, spec.seed, spec.early_terminate.min_iter) == (100, 2, 7, 10)
+    space = spec.search_space()
+    assert space["epochs"].value == 1000 and type(space["epochs"].value) is int
+    assert space["width"].choices == (8, 16) and all(type(c) is int for c in space["width"].choices)
+    assert (space["restarts"].low, space["restarts"].high, space["restarts"].step) == (2, 10, 2)
+
+
+def test_a_misspelled_required_key_is_one_problem() -> None:
+    assert problems_of({"name": "t", "dat": {"dataset": "seed-1d"}, "paramters": {}}) == [
+        "dat: unknown key; did you mean 'data'? allowed: " + ", ".join(SweepSpec.model_fields),
+        "paramters: unknown key; did you mean 'parameters'? allowed: " + ", ".join(SweepSpec.model_fields),
+    ]
+    # a key that resembles none still leaves the required one missing
+    assert problems_of({"name": "t", "data": {"dataset": "seed-1d"}, "knobs": {}})[0] == "parameters: required"
 
 
 def test_issue_must_show_problems_all_at_once() -> None:
@@ -431,6 +463,18 @@ def test_validate_bad_spec_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         args.handler(args)
     assert str(info.value).splitlines() == ["run_cap: must be >= 1, got 0", "data: required", "parameters: required"]
+
+
+def test_validate_json_of_a_bad_spec_is_json_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sweeps.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nrun_cap: 0\n")
+    assert main(["validate", str(path), "--json"]) == 2
+    captured = capsys.readouterr()
+    problems = ["run_cap: must be >= 1, got 0", "data: required", "parameters: required"]
+    assert json.loads(captured.out) == {"spec_file": str(path), "valid": False, "errors": problems}
+    assert captured.err.splitlines() == [f"mlpsweep validate: error: {p}" for p in problems]
 
 
 # ---------------------------------------------------------------------------- boundaries
