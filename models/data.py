@@ -69,6 +69,10 @@ class Standardization:
         """Map standardised targets or predictions (N, d_out) back to the original units."""
         return y * self.y_std.to(y) + self.y_mean.to(y)
 
+    def as_json(self) -> dict[str, list[float]]:
+        """The four vectors as lists: what a checkpoint records so its model can be used on raw data."""
+        return {k: [float(v) for v in getattr(self, k).tolist()] for k in ("x_mean", "x_std", "y_mean", "y_std")}
+
 
 @dataclass(frozen=True, eq=False)
 class _Columns:
@@ -192,6 +196,12 @@ _BUILTINS: dict[str, Callable[[], _Raw]] = {
     "iris-petal": _iris_petal,
 }
 BUILTIN_DATASETS: tuple[str, ...] = tuple(_BUILTINS)
+
+
+def standardized(dataset: str, standardize: bool = False) -> bool:
+    """Whether :func:`load_dataset` gives ``dataset`` in standard units: asked for, or part of a
+    built-in's recipe (``iris-petal``). Its MSEs are then in standard units too."""
+    return standardize or (dataset in _BUILTINS and _BUILTINS[dataset]().standardize)
 
 
 @dataclass(frozen=True)

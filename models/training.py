@@ -56,7 +56,10 @@ class TrainResult:
     """Everything one trial's training produced.
 
     Per-restart tuples are indexed by restart. Diverged restarts have NaN MSEs and a status
-    starting with ``"diverged"`` (e.g. ``"diverged: nan_loss at epoch 12"``).
+    starting with ``"diverged"`` (e.g. ``"diverged: nan_loss at epoch 12"``). A restart's curves
+    hold its MSE after 0, 1, …, ``epochs`` updates (``epochs + 1`` points; a diverged restart's
+    end on the value that stopped it): the last point is the state whose MSEs are reported, up to
+    float32 rounding (the curve's forward fuses the bias add).
     """
 
     config: TrainConfig
@@ -413,7 +416,10 @@ class StackTrainer:
             A :class:`Progress` snapshot for pruning decisions.
         """
         t0 = time.perf_counter()
-        target = max(self.max_epochs) if until_epoch is None else until_epoch
+        # Epoch index e evaluates the parameters after e updates (the curves' point e, the stopping
+        # rules) and then updates them; index max_epochs only evaluates: the curves end on the
+        # state whose MSEs the result reports, and the rules judge the last update too.
+        target = max(self.max_epochs) + 1 if until_epoch is None else until_epoch
         if self.optimizer in BATCHED_OPTIMIZERS:
             while self.epoch < target and not self.done():
                 self._batched_epoch()
@@ -462,6 +468,12 @@ class StackTrainer:
         val = self._evaluate(self.data.X_val, self.data.y_val)
         test = self._evaluate(self.data.X_test, self.data.y_test)
         for r in rows:
+            if len(self.train_curves[r]) == self.epochs[r] and not self.status[r].startswith("diverged"):
+                # stopped between evaluations (pruned after a chunk): the curves end, as always, on
+                # the state whose MSEs this result reports
+                self.train_curves[r].append(train[r])
+                if self.data.X_val.shape[0]:
+                    self.val_curves[r].append(val[r])
             if self.status[r].startswith("diverged") or not math.isfinite(train[r]):
                 if not self.status[r].startswith("diverged"):
                     self.status[r] = f"diverged: non-finite final loss after epoch {self.epochs[r]}"

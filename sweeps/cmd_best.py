@@ -33,7 +33,7 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
     """
     import tempfile
 
-    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.checkpoint import load_checkpoint, load_state_dict, save_checkpoint
     from sweeps import optuna_adapter as oa
     from sweeps.cli import UsageError, output_folder
     from sweeps.stores import open_stored_study, resolve_stores
@@ -60,9 +60,10 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
     with tempfile.TemporaryDirectory() as tmp:
         local = client.download_artifacts(run.info.run_id, "checkpoint", tmp)
         model = load_checkpoint(local, expected_sha256=sha)  # refuses a changed or crafted file
+        extra = load_state_dict(local, expected_sha256=sha)[1].get("extra") or {}
         state = {k: v.detach() for k, v in model.state_dict().items()}
         try:
-            save_checkpoint(out, state, list(model.sizes), model.activation.name)
+            save_checkpoint(out, state, list(model.sizes), model.activation.name, extra=extra or None)
         except OSError as exc:
             raise UsageError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
     config = {
@@ -74,9 +75,27 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         "params": best.user_attrs.get("config") or best.params,
         "metrics": {k: run.data.metrics.get(k) for k in ("train_mse", "val_mse", "test_mse")},
         "checkpoint_sha256": sha,
+        **data_of(extra.get("data")),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     return out
+
+
+def data_of(data: dict[str, Any] | None) -> dict[str, Any]:
+    """config.json's ``data`` (the recipe the model was trained on) and ``units``: a model trained
+    on standardised data takes and gives standard units, and its MSEs are in them."""
+    if not data:
+        return {}
+    from models.data import standardized
+
+    if not standardized(data["dataset"], bool(data.get("standardize"))):
+        return {"data": data, "units": "the data's own: the model takes raw inputs and predicts raw targets"}
+    how = ("the model takes x' = (x - x_mean) / x_std and predicts y' (y = y' * y_std + y_mean), "
+           "with data.standardization's vectors; the metrics are MSEs in these standard units")
+    if "standardization" not in data:  # a checkpoint from before mlpsweep recorded them
+        how += ("; this checkpoint does not record the vectors: models.load_dataset with this recipe "
+                "recomputes them (its .standardization) from the training rows")
+    return {"data": data, "units": f"standardized: {how}"}
 
 
 def _best(args: argparse.Namespace) -> int:

@@ -65,6 +65,7 @@ def _as_json(spec: Any, origin: str) -> str:
 
 
 def _summary(spec: Any, origin: str) -> str:
+    from models.data import standardized
     from sweeps.cobatch import describe
     from sweeps.space import Constant, grid_size
     from sweeps.spec import spec_digest
@@ -76,6 +77,8 @@ def _summary(spec: Any, origin: str) -> str:
     target = f", stop at {m.target:g}" if m.target is not None else ""
     d = spec.data
     data = f"{d.dataset}, validation_fraction {d.validation_fraction:g}, split seed {d.seed}"
+    if standardized(d.dataset, d.standardize):
+        data += ", standardized (MSEs in standard units)"
     if d.is_file:
         data += "".join(f", {key} {', '.join(v) if isinstance(v, tuple) else v}"
                         for key in ("features", "targets", "test_path")

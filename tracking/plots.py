@@ -102,16 +102,20 @@ class Split:
 
 @dataclass(frozen=True)
 class Curve:
-    """A trial's learning curves (chosen restart): MSE per epoch."""
+    """A trial's learning curves (chosen restart): MSE per epoch. ``train_epochs``/``val_epochs``:
+    the epoch of each value (MLflow holds 100 points of a longer curve); empty: 0, 1, 2, …"""
 
     label: str
     train: Sequence[float]
     val: Sequence[float] = field(default_factory=tuple)
+    train_epochs: Sequence[int] = field(default_factory=tuple)
+    val_epochs: Sequence[int] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
 class Spread:
-    """Final MSE of every restart of one trial; ``chosen`` is the restart the trial kept."""
+    """Final MSE of every restart of one trial, indexed by restart (NaN: a diverged restart);
+    ``chosen`` is the restart the trial kept."""
 
     label: str
     values: Sequence[float]
@@ -581,10 +585,11 @@ def plot_learning_curves(curves: Sequence[Curve]) -> bytes:
     values = []
     for i, c in enumerate(shown):
         color = f"C{i}"
-        for seq, style in ((c.train, "-"), (c.val, "--")):
+        for seq, epochs, style in ((c.train, c.train_epochs, "-"), (c.val, c.val_epochs, "--")):
             y = np.array(seq, dtype=float)
             if y.size:
-                ax.plot(np.arange(y.size), y, style, color=color, lw=1.5, alpha=0.9)
+                x = np.array(epochs, dtype=float) if len(epochs) == y.size else np.arange(y.size)
+                ax.plot(x, y, style, color=color, lw=1.5, alpha=0.9)
                 values.append(y[np.isfinite(y)])
         ax.plot([], [], "-", color=color, label=c.label)
     allv = np.concatenate(values)

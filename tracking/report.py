@@ -410,21 +410,22 @@ def _width(rec: SweepRecord, client: MlflowClient) -> bytes:
     return plots.plot_mse_vs_width(points, rec.metric)
 
 
-def _history_of(client: MlflowClient, run_id: str, key: str) -> list[float]:
-    values: dict[int, float] = {}
-    for m in client.get_metric_history(run_id, key):
-        values[m.step] = m.value
-    return [values[s] for s in sorted(values)]
+def _history_of(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """A metric's values by step (an epoch of a curve, a restart's index)."""
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
 def _curves(rec: SweepRecord, client: MlflowClient) -> bytes:
     top = rec.complete()[:TOP_CURVES]
     if not top:
         raise Skip("no complete trial")
-    curves = [plots.Curve(f"trial {t.number}: {t.hidden_sizes} {t.params.get('activation', '')} "
-                          f"({fmt_mse(t.metric(rec.metric))})",
-                          _history_of(client, t.run_id, "curve_train_mse"), _history_of(client, t.run_id, "curve_val_mse"))
-              for t in top]
+    curves = []
+    for t in top:
+        train, val = (_history_of(client, t.run_id, key) for key in ("curve_train_mse", "curve_val_mse"))
+        curves.append(plots.Curve(f"trial {t.number}: {t.hidden_sizes} {t.params.get('activation', '')} "
+                                  f"({fmt_mse(t.metric(rec.metric))})",
+                                  [train[e] for e in sorted(train)], [val[e] for e in sorted(val)],
+                                  sorted(train), sorted(val)))  # a long curve's 100 points at their epochs
     return plots.plot_learning_curves(curves)
 
 
@@ -435,7 +436,8 @@ def _spread(rec: SweepRecord, client: MlflowClient) -> bytes:
     key = "restart_val_mse" if rec.metric == "val_mse" else "restart_train_mse"
     spreads = []
     for t in top:
-        values = _history_of(client, t.run_id, key)
+        logged = _history_of(client, t.run_id, key)  # a diverged restart's NaN is not logged
+        values = [logged.get(r, math.nan) for r in range(max(logged, default=-1) + 1)]
         chosen = t.metric("best_restart")
         spreads.append(plots.Spread(f"#{t.number} {t.hidden_sizes} {t.params.get('activation', '')}", values,
                                     int(chosen) if chosen is not None else None))
@@ -463,7 +465,8 @@ def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
     data = (meta.get("extra") or {}).get("data")
     if not data:
         raise Skip("neither the spec nor the checkpoint says which data the sweep used")
-    return load_arrays(data["dataset"], data.get("validation_fraction", 0.2), data.get("seed", 0))
+    recipe = {k: data[k] for k in ("features", "targets", "test_path", "standardize") if data.get(k) is not None}
+    return load_arrays(data["dataset"], data.get("validation_fraction", 0.2), data.get("seed", 0), **recipe)
 
 
 def _best_weights(best: TrialRecord, folder: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -645,6 +648,21 @@ def _verdict_class(verdict: str) -> str:
     return verdict if verdict in ("pass", "fail") else ""
 
 
+def _units(rec: SweepRecord) -> str:
+    """`` (standardised: every MSE in standard units)`` when the sweep's data are, else ``""``."""
+    from models.data import standardized
+
+    dataset, standardize = rec.parent_params.get("dataset", ""), False
+    try:
+        from sweeps.spec import parse_spec
+
+        data = parse_spec(rec.spec_yaml, origin="spec.yaml").data
+        dataset, standardize = data.dataset, data.standardize
+    except Exception:  # no spec artifact (or one this version cannot read): the dataset param decides
+        pass
+    return " (standardised: every MSE in standard units)" if standardized(dataset, standardize) else ""
+
+
 def render_html(rec: SweepRecord, pictures: Sequence[Picture], top_k: int = TOP_K) -> str:
     """The self-contained report page: plots as data URIs, inline CSS, no scripts, no links out."""
     counts = rec.counts()
@@ -664,7 +682,7 @@ def render_html(rec: SweepRecord, pictures: Sequence[Picture], top_k: int = TOP_
         f"<title>mlpsweep report: {_e(rec.name)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>Sweep <code>{_e(rec.name)}</code></h1>",
         f'<p class="sub">method {_e(rec.parent_params.get("method", "?"))} · dataset '
-        f'{_e(rec.parent_params.get("dataset", "?"))} · objective {_e(rec.metric)} (minimised) · '
+        f'{_e(rec.parent_params.get("dataset", "?"))}{_e(_units(rec))} · objective {_e(rec.metric)} (minimised) · '
         f"verification {_e(rec.parent_params.get('verify', '?'))}</p>",
         '<div class="cards" id="counts">'
         + "".join(f"<div class=card><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in cards) + "</div>",

@@ -361,9 +361,17 @@ class RunWriter:
         assert ckpt is not None
         return write_checkpoint(folder, ckpt.model, ckpt.sizes, ckpt.activation,
                                 extra={"trial": config.number, "sweep": self.sweep, "params": config.params,
-                                       "data": {"dataset": config.data.dataset,
-                                                "validation_fraction": config.data.validation_fraction,
-                                                "seed": config.data.seed}}, weights=ckpt.weights)
+                                       "data": checkpoint_data(config, ckpt)}, weights=ckpt.weights)
+
+
+def checkpoint_data(config: TrialConfig, ckpt: Any) -> dict[str, Any]:
+    """What a checkpoint records of the data its model was trained on: the dataset's recipe
+    (``models.load_dataset``'s arguments) and, for standardised data, the statistics that map raw
+    inputs to the model's and its outputs back (without them the model is unusable on raw data)."""
+    data: dict[str, Any] = {"dataset": config.data.dataset, **config.data.load_kwargs()}
+    if ckpt.standardization is not None:
+        data["standardization"] = ckpt.standardization
+    return data
 
 
 # --------------------------------------------------------------------- the child process

@@ -67,12 +67,17 @@ class Checkpoint:
     sizes: tuple[int, ...]
     activation: str
     weights: bytes | None = None  # weights.npz (models.checkpoint.weights_bytes): read without torch
+    # the data's standardisation (x_mean, x_std, y_mean, y_std lists) when the model was trained in
+    # standard units: x' = (x - x_mean) / x_std in, y = y' * y_std + y_mean out
+    standardization: dict[str, list[float]] | None = None
 
     @classmethod
-    def of(cls, state_dict: dict[str, Any], sizes: tuple[int, ...], activation: str) -> Checkpoint:
+    def of(cls, state_dict: dict[str, Any], sizes: tuple[int, ...], activation: str,
+           standardization: dict[str, list[float]] | None = None) -> Checkpoint:
         from models.checkpoint import state_bytes, weights_bytes
 
-        return cls(state_bytes(state_dict, sizes), tuple(sizes), activation, weights_bytes(state_dict, sizes))
+        return cls(state_bytes(state_dict, sizes), tuple(sizes), activation, weights_bytes(state_dict, sizes),
+                   standardization)
 
 
 @dataclass(frozen=True)

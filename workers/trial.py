@@ -68,6 +68,7 @@ class TrialSession:
         self.intermediate: dict[int, list[tuple[int, float]]] = {c.number: [] for c in configs}
         self.open = {c.number: i for i, c in enumerate(configs)}  # trial number -> config index
         self.trainer = StackTrainer([c.train for c in configs], data, device=resolve_device(configs[0].device))
+        self.standardization = data.standardization.as_json() if data.standardization is not None else None
 
     def advance(self, prune: tuple[int, ...] = ()) -> list[tuple[int, int, float | None] | TrialResult]:
         out: list[tuple[int, int, float | None] | TrialResult] = []
@@ -79,10 +80,13 @@ class TrialSession:
             return out
         every = self.configs[0].report_every
         target = None if every <= 0 else self.trainer.epoch + every
+        budget = max(self.configs[ci].train.max_epochs for ci in self.open.values())
+        if target is not None and target >= budget:
+            target = None  # the last chunk: on to the evaluation after the last update (advance's default)
         progress = self.trainer.advance(target)
         for number, ci in list(self.open.items()):
             config = self.configs[ci]
-            if target is None or progress.done[ci] or progress.epoch >= config.train.max_epochs:
+            if target is None or progress.done[ci] or progress.epoch > config.train.max_epochs:
                 out.append(self._finish(number))
                 continue
             value = progress.val_mse[ci] if config.metric == "val_mse" else progress.train_mse[ci]
@@ -97,7 +101,7 @@ class TrialSession:
         result = self.trainer.result(ci)
         return to_trial_result(self.configs[ci], result, pruned=pruned, node=self.node,
                                intermediate=tuple(self.intermediate[number]), wall=time.perf_counter() - self.t0,
-                               share=len(self.configs))
+                               share=len(self.configs), standardization=self.standardization)
 
 
 def to_trial_result(
@@ -109,8 +113,10 @@ def to_trial_result(
     intermediate: tuple[tuple[int, float], ...] = (),
     wall: float = 0.0,
     share: int = 1,
+    standardization: dict[str, list[float]] | None = None,
 ) -> TrialResult:
-    """Map the engine's result to the sweep's outcome (COMPLETE, FAIL with reason, PRUNED)."""
+    """Map the engine's result to the sweep's outcome (COMPLETE, FAIL with reason, PRUNED);
+    ``standardization``: the data's (:meth:`models.data.Standardization.as_json`), for the checkpoint."""
     best = result.best_restart
     common = dict(
         number=config.number,
@@ -143,7 +149,7 @@ def to_trial_result(
         best_restart=best,
         train_curve=result.train_curves[best],
         val_curve=result.val_curves[best],
-        checkpoint=Checkpoint.of(result.state_dict, config.train.sizes, config.train.activation)
+        checkpoint=Checkpoint.of(result.state_dict, config.train.sizes, config.train.activation, standardization)
         if result.state_dict else None,
         **common,  # type: ignore[arg-type]
     )

@@ -193,3 +193,30 @@ def test_the_driver_process_never_imports_torch(tmp_path):
                           env={**env, "PYTHONPATH": str(ROOT)})
     assert proc.stdout.split()[-3:] == ["exit", "0", "False"], proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(stored_study(tmp_path, "torchless").trials) == 3
+
+
+def test_best_of_a_standardised_sweep_says_how_to_use_its_model_on_raw_data(tmp_path):
+    # iris-petal is always standardised: the model takes and gives standard units, and the export
+    # carries the training rows' vectors that map raw data to them and back
+    spec = write_spec(tmp_path, name="std", text=(
+        "name: std\nmethod: random\nrun_cap: 2\ndata: {dataset: iris-petal, validation_fraction: 0.2, seed: 3}\n"
+        "parameters:\n  width: {value: 5}\n  epochs: {value: 40}\n  restarts: {value: 2}\n"))
+    run_cli("run", str(spec), "--quiet", cwd=tmp_path)
+    out = tmp_path / "best"
+    run_cli("best", "std", "--out", str(out), cwd=tmp_path)
+    config = json.loads((out / "config.json").read_text())
+    data = load_dataset("iris-petal", validation_fraction=0.2, seed=3)
+    vectors = config["data"]["standardization"]
+    assert config["data"]["dataset"] == "iris-petal" and config["data"]["seed"] == 3
+    assert vectors == data.standardization.as_json()  # the worker's, from the same rows
+    assert config["units"].startswith("standardized: the model takes x' = (x - x_mean) / x_std")
+    assert json.loads((out / "architecture.json").read_text())["extra"]["data"] == config["data"]
+    # the raw test rows, through the recorded vectors, give the recorded test MSE; back in raw units
+    x_mean, x_std, y_mean, y_std = (torch.tensor(vectors[k]) for k in ("x_mean", "x_std", "y_mean", "y_std"))
+    raw_x, raw_y = data.X_test * x_std + x_mean, data.standardization.inverse_targets(data.y_test)
+    model = load_checkpoint(out)
+    with torch.no_grad():
+        pred = model((raw_x - x_mean) / x_std)
+    assert ((pred - data.y_test) ** 2).mean().item() == pytest.approx(config["metrics"]["test_mse"], rel=1e-4)
+    raw_mse = ((pred * y_std + y_mean - raw_y) ** 2).mean(dim=0)
+    assert raw_mse.numpy() == pytest.approx((((pred - data.y_test) ** 2).mean(dim=0) * y_std**2).numpy(), rel=1e-4)

@@ -198,3 +198,60 @@ def test_gpu_chunk_depends_on_the_shape_only():
     huge = gpu_chunk((10, 4096, 4096, 1), 100_000, cuda)
     assert small == GPU_CHUNK_MAX and huge == GPU_CHUNK_MIN and GPU_CHUNK_MIN < wide < GPU_CHUNK_MAX
     assert all(c % 64 == 0 for c in (small, wide, huge))
+
+
+# ---------------------------------------------------------------------------- curves end on the result
+
+CURVE_CASES = [("adam", None), ("sgd", None), ("rmsprop", 16), ("lbfgs", None), ("bfgs", None), ("lbfgsb", None)]
+
+
+@pytest.mark.parametrize("optimizer, batch_size", CURVE_CASES)
+def test_curves_end_on_the_state_whose_mse_is_reported(seed1d, optimizer, batch_size):
+    # point e of a curve is the MSE after e updates: epochs + 1 points, the last one the model the
+    # trial keeps and reports (train_mse, val_mse, the checkpoint), whatever stopped it
+    config = TrainConfig((1, 6, 1), "tanh", optimizer, lr=0.05, batch_size=batch_size,
+                         max_epochs=25, restarts=3, tol=0.0, weight_decay=1e-3 if optimizer == "adam" else 0.0)
+    result = train_restarts(config, seed1d)
+    kept = [r for r, s in enumerate(result.status) if not s.startswith("diverged")]
+    assert kept, result.status
+    for r in kept:
+        assert len(result.train_curves[r]) == len(result.val_curves[r]) == result.epochs[r] + 1, r
+        assert result.train_curves[r][-1] == pytest.approx(result.train_mse[r], rel=1e-5)
+        assert result.val_curves[r][-1] == pytest.approx(result.val_mse[r], rel=1e-5)
+
+
+def test_budgets_in_one_stack_end_as_alone(seed1d):
+    # a trial with a smaller budget than its stack's others: curves, statuses and numbers as alone
+    # (the third diverges at once)
+    configs = [TrainConfig((1, 6, 1), "tanh", "adam", lr=lr, max_epochs=epochs, restarts=2, tol=0.0, seed=i)
+               for i, (lr, epochs) in enumerate([(0.05, 12), (0.01, 30), (0.3, 20)])]
+    together = StackTrainer(configs, seed1d)
+    together.advance()
+    results = together.results()
+    for config, mine in zip(configs, results):
+        alone = train_restarts(config, seed1d)
+        assert _everything(mine) == _everything(alone), config.max_epochs
+    assert [[len(c) for c in r.train_curves] for r in results] == [[13, 13], [31, 31], [2, 2]]
+
+
+def test_training_in_chunks_ends_as_training_at_once(seed1d):
+    # what a trial reporting to a pruner every k epochs does: chunks, the last one past the budget
+    config = TrainConfig((1, 6, 1), "tanh", "sgd", lr=0.05, momentum=0.9, max_epochs=40, restarts=3, tol=1e-4)
+    whole = StackTrainer([config], seed1d)
+    whole.advance()
+    chunked = StackTrainer([config], seed1d)
+    for until in (15, 30, 45):
+        chunked.advance(until)
+    assert _everything(chunked.results()[0]) == _everything(whole.results()[0])
+
+
+def test_a_trial_pruned_between_evaluations_ends_its_curves_on_its_result(seed1d):
+    config = TrainConfig((1, 6, 1), "tanh", "adam", lr=0.05, max_epochs=40, restarts=2, tol=0.0)
+    trainer = StackTrainer([config], seed1d)
+    trainer.advance(10)
+    trainer.prune(0)
+    result = trainer.result(0)
+    assert result.status == ("pruned", "pruned") and result.epochs == (10, 10)
+    for r in range(2):
+        assert len(result.train_curves[r]) == len(result.val_curves[r]) == 11
+        assert (result.train_curves[r][-1], result.val_curves[r][-1]) == (result.train_mse[r], result.val_mse[r])

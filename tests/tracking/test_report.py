@@ -442,3 +442,44 @@ def test_the_fit_reads_weights_npz_and_still_reads_checkpoints_without_it(tmp_pa
     assert set(from_npz) == set(from_model) == set(model.state_dict())
     for name in from_npz:
         assert np.array_equal(from_npz[name].astype(np.float64), from_model[name])
+
+
+def test_pictures_place_values_at_their_logged_steps(tmp_path, monkeypatch) -> None:
+    # a trial whose restarts 0 and 3 diverged (no value logged) kept restart 4; its 300-epoch curve
+    # is logged as 100 points: the spread stars restart 4's value and the curves run to epoch 300
+    from tracking import report
+
+    client = make_client(f"sqlite:///{tmp_path}/mlflow.db", create=True)
+    run = client.create_run(client.create_experiment("steps")).info.run_id
+    restart_val = {1: 0.5, 2: 0.4, 4: 0.3, 5: 0.2}
+    epochs = list(range(0, 300, 4)) + [300]
+    for r, v in restart_val.items():
+        client.log_metric(run, "restart_val_mse", v, step=r)
+    for e in epochs:
+        client.log_metric(run, "curve_train_mse", 1.0 / (e + 1), step=e)
+        client.log_metric(run, "curve_val_mse", 2.0 / (e + 1), step=e)
+    trial = TrialRecord(number=0, run_id=run, state="COMPLETE", params={"activation": "tanh"},
+                        metrics={"val_mse": 0.3, "best_restart": 4.0})
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(report.plots, "plot_restart_spread", lambda spreads, key: seen.setdefault("spread", spreads))
+    monkeypatch.setattr(report.plots, "plot_learning_curves", lambda curves: seen.setdefault("curves", curves))
+    rec = _record(trials=(trial,))
+    report._spread(rec, client)
+    report._curves(rec, client)
+    (spread,) = seen["spread"]
+    assert spread.chosen == 4 and spread.values[spread.chosen] == 0.3
+    assert [r for r, v in enumerate(spread.values) if math.isnan(v)] == [0, 3] and len(spread.values) == 6
+    (curve,) = seen["curves"]
+    assert list(curve.train_epochs) == list(curve.val_epochs) == epochs
+    assert list(curve.train) == [1.0 / (e + 1) for e in epochs]
+
+
+@pytest.mark.parametrize("spec_yaml, params, standard", [
+    ("name: d\ndata: {dataset: seed-1d}\nparameters: {}\n", {"dataset": "seed-1d"}, False),
+    ("name: d\ndata: {dataset: seed-1d, standardize: true}\nparameters: {}\n", {"dataset": "seed-1d"}, True),
+    ("name: d\ndata: {dataset: iris-petal}\nparameters: {}\n", {"dataset": "iris-petal"}, True),  # by its recipe
+    ("", {"dataset": "iris-petal"}, True),  # no spec artifact: the dataset param
+])
+def test_the_page_says_when_its_mses_are_in_standard_units(spec_yaml, params, standard) -> None:
+    page = render_html(_record(spec_yaml=spec_yaml, parent_params={"method": "tpe", **params}), [])
+    assert ("(standardised: every MSE in standard units)" in page) == standard

@@ -62,3 +62,29 @@ def test_cobatch_is_a_spec_key():
     assert spec.cobatch == 8
     with pytest.raises(SpecError, match="cobatch"):
         parse_spec("name: x\ndata: {dataset: seed-1d}\nparameters: {}\ncobatch: 0\n")
+
+
+@pytest.mark.parametrize("every", [20, 30])  # dividing the 80 epochs, and not
+def test_reporting_to_a_pruner_every_k_epochs_changes_no_number(every):
+    from dataclasses import replace
+
+    from workers.trial import DatasetCache, TrialResult, TrialSession, run_trial
+
+    configs = [replace(_trial(n, lr, optimizer="adam"), report_every=every) for n, lr in enumerate([0.003, 0.01, 0.03, 0.1])]
+    data = DatasetCache().get(configs[0].data)
+    session = TrialSession(configs, data)
+    finished: dict[int, TrialResult] = {}
+    steps = []
+    while len(finished) < len(configs):
+        for out in session.advance():
+            if isinstance(out, TrialResult):
+                finished[out.number] = out
+            else:
+                steps.append(out[1])
+    assert steps and max(steps) < 80 and all(s % every == 0 for s in steps)
+    for config in configs:
+        alone = run_trial(config, data)
+        mine = finished[config.number]
+        assert len(mine.train_curve) == 81 and mine.state == alone.state == "COMPLETE"
+        for field in ("restart_train_mse", "restart_val_mse", "restart_status", "train_curve", "val_curve"):
+            assert bits(getattr(mine, field)) == bits(getattr(alone, field)), (config.number, field)
