@@ -105,11 +105,13 @@ def run_service(spec: Path, folder: Path, *extra: str, checkout: Path = ROOT) ->
 
 def configs_of(study, spec_path: Path) -> list:
     """The service's trial configurations, rebuilt exactly as its driver built them."""
+    from sweeps import optuna_adapter as oa
     from sweeps.driver import build_trial_config
     from sweeps.spec import load_spec
 
     spec = load_spec(spec_path)
-    return [build_trial_config(spec, t.number, t.user_attrs["config"], (1, 1)).train for t in study.trials]
+    return [build_trial_config(spec, t.number, t.user_attrs["config"], (1, 1), oa.seed_trial(t)).train
+            for t in study.trials]
 
 
 def plain_loop(configs: list, data) -> tuple[float, float]:

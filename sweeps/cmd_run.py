@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, cast
 
@@ -216,6 +218,35 @@ def start_backend(ray_address: str | None, concurrency: int,
     return backend
 
 
+PROBE_SECONDS = 5.0  # a cluster's address must accept a connection within this
+
+
+def join_cluster(address: str) -> None:
+    """Attach this process to the Ray cluster at ``address`` (``auto``, ``ray://HOST:PORT`` or
+    ``HOST:PORT``).
+
+    Raises:
+        UsageError: a malformed address, or no cluster answers there.
+    """
+    from sweeps.cli import UsageError, first_line
+    from workers.ray_connect import connect
+
+    hint = "give auto, ray://HOST:PORT or HOST:PORT of a running cluster, or leave it out for a local Ray"
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():  # Ray itself retries a silent address for minutes
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+        except OSError as exc:
+            raise UsageError(f"--ray-address: no Ray cluster answers at {address}: "
+                             f"{exc.strerror or 'no answer in %g s' % PROBE_SECONDS} ({hint})") from None
+    try:
+        with warnings.catch_warnings():  # Ray's client warns of the timeout it then raises
+            warnings.simplefilter("ignore")
+            connect(address)
+    except Exception as exc:  # noqa: BLE001 - Ray says ValueError, ConnectionError, RuntimeError, …
+        raise UsageError(f"--ray-address: cannot join a Ray cluster at {address!r}: {first_line(exc)} ({hint})") from None
+
+
 def _import_and_load(spec: Any) -> None:
     import sweeps.driver  # noqa: F401  (Optuna, the records; torch is the workers')
     from tracking.client import enable_fast_sqlite
@@ -288,13 +319,15 @@ def ready_tracker(tracker: Any) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from sweeps.console import top_table
+    from sweeps.console import dashboard_line, top_table
     from sweeps.stores import resolve_stores
 
     spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
     if spec.data.is_file:  # a file can fail to load: it is read before anything starts
         check_data(spec)
     resolve_stores(args.tracking_uri, args.storage, create=True)  # a mistyped path or a server down: nothing starts
+    if args.ray_address not in (None, "local", "none"):
+        join_cluster(args.ray_address)  # a cluster that does not answer: nothing starts, no store is made
     summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
                                  ray_address=args.ray_address, quiet=args.quiet, report=True)
     report = tracker.report
@@ -306,7 +339,7 @@ def _run(args: argparse.Namespace) -> int:
     out.print(f"{len(summaries)} trials finished ({complete} complete). Best model: "
               f"mlpsweep best {spec.name} --out best-{spec.name}")
     uri = tracker.tracking_uri
-    out.print(f"Dashboard: mlflow ui --backend-store-uri {uri} --host 127.0.0.1   (experiment '{spec.name}')")
+    out.print(dashboard_line(uri, spec.name))
     _stop_local_ray()  # beside the drawing, not after it; the results are on screen meanwhile
     report.wait()
     from tracking.client import fold_sqlite_log

@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     problems += bad_seed + bad_samples
     if problems:
         raise UsageError("\n".join(problems))
+    if args.tracking_uri:  # a mistyped folder is refused, not created; a server down says so at once
+        from sweeps.stores import check_location
+
+        check_location("--tracking-uri", args.tracking_uri, create=True)
     settings = dict(seed=seed, samples=samples, loss=args.loss)
 
     import torch

@@ -1,13 +1,16 @@
 """What the CLI shows people: the live progress line and the tables (rich)."""
 from __future__ import annotations
 
+import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["top_table", "progress_line", "fmt"]
+__all__ = ["top_table", "progress_line", "fmt", "dashboard_line"]
 
 
 def fmt(x: float | None, digits: int = 5) -> str:
@@ -47,3 +50,14 @@ def progress_line(stats: Any) -> str:
 
 def stderr_console() -> Console:
     return Console(stderr=True)
+
+
+def dashboard_line(uri: str, experiment: str) -> str:
+    """Where to watch the sweep: a tracking server's own address, else the ``mlflow ui`` command
+    for the local store — this install's ``mlflow`` (a path where it is not on PATH)."""
+    if uri.startswith(("http://", "https://")):
+        return f"Dashboard: {uri.rstrip('/')}   (experiment '{experiment}')"
+    beside = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    command = str(beside) if beside.exists() and (found is None or Path(found).resolve() != beside.resolve()) else "mlflow"
+    return f"Dashboard: {command} ui --backend-store-uri {uri} --host 127.0.0.1   (experiment '{experiment}')"

@@ -92,8 +92,10 @@ def data_config(spec: SweepSpec) -> DataConfig:
     )
 
 
-def build_trial_config(spec: SweepSpec, number: int, params: dict[str, Any], sizes_io: tuple[int, int]) -> TrialConfig:
-    """Turn sampled knob values into the worker's typed recipe."""
+def build_trial_config(spec: SweepSpec, number: int, params: dict[str, Any], sizes_io: tuple[int, int],
+                       seed_trial: int | None = None) -> TrialConfig:
+    """Turn sampled knob values into the worker's typed recipe; its seed is trial ``seed_trial``'s
+    (default ``number``; see :data:`sweeps.optuna_adapter.SEED_TRIAL`)."""
     widths = hidden_widths(params)
     batch = params.get("batch_size", "full")
     user_lr = "lr" in spec.user_parameters
@@ -109,7 +111,7 @@ def build_trial_config(spec: SweepSpec, number: int, params: dict[str, Any], siz
         max_epochs=int(params["epochs"]),
         restarts=int(params["restarts"]),
         tol=float(params.get("tol", 1e-6)),
-        seed=spec.seed * 1_000_003 + number,
+        seed=spec.seed * 1_000_003 + (number if seed_trial is None else seed_trial),
     )
     shown = dict(params)
     if "lr" in params:
@@ -311,7 +313,7 @@ class SweepDriver:
         self.trials[number] = trial
         self.ask_order.append(number)
         try:
-            config = build_trial_config(self.spec, number, params, self._data_shape())
+            config = build_trial_config(self.spec, number, params, self._data_shape(), oa.seed_trial(trial))
         except ValueError as exc:
             self._finished(TrialResult(number, FAIL, reason=f"invalid configuration: {exc}"))
             return
@@ -533,7 +535,7 @@ class SweepDriver:
             self._tell(number, self.results.pop(number))
         pending = list(self.trials)
         log.warning("interrupted: re-queuing %d trial(s) in flight", len(pending))
-        oa.mark_interrupted(self.study, pending, {n: dict(self.trials[n].params) for n in pending})
+        oa.mark_interrupted(self.study, [self.trials[n] for n in pending])
         self.trials.clear()
         if self.tracker is not None:
             self.tracker.close_parent({}, status="KILLED")

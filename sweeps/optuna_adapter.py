@@ -9,9 +9,11 @@ import json
 import logging
 import math
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -44,6 +46,10 @@ STUDY_UID = "mlpsweep_uid"  # study user attr: tells apart two studies that reus
 SPEC_DIGEST = "mlpsweep_spec_digest"
 INTERRUPTED = "mlpsweep_interrupted"  # trial user attr: failed because the driver stopped
 FAIL_REASON = "fail_reason"
+# trial user attr: the trial whose seed this one trains with. A trial queued again after an
+# interruption gets a new number but keeps its first one's seed, so it trains exactly as it would
+# have: a resumed sweep gives the numbers an uninterrupted one gives.
+SEED_TRIAL = "mlpsweep_seed_trial"
 SAMPLING_ORDER = ("depth", "optimizer")  # sampled first: other knobs depend on them
 # Knobs that only exist for some optimizers (conditional, like per-layer widths and depth):
 # scipy's BFGS and L-BFGS-B have no learning rate, only SGD has Nesterov, and so on.
@@ -77,6 +83,42 @@ def to_distribution(dim: Dimension) -> BaseDistribution | None:
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, its random draws for trial n a function of (seed, n) alone
+    (:func:`seeded_per_trial`)."""
+    return seeded_per_trial(_sampler(spec), spec.seed)
+
+
+def seeded_per_trial(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
+    """Reseed ``sampler``'s random states (its own and its inner samplers') before each trial from
+    ``(seed, trial number)``. Optuna seeds them once per process: a sweep continued by a second
+    command (a larger ``--run-cap``, after Ctrl+C) drew its later trials from the start of the
+    stream again, not what one command to the same cap draws. With this, trial n's draws depend
+    on the seed, n and the trials the sampler is shown, not on how many commands ran the sweep."""
+    try:
+        from optuna.samplers._lazy_random_state import LazyRandomState
+    except ImportError:  # another Optuna: its own once-per-process seeding
+        return sampler
+
+    def reseed(obj: object, words: tuple[int, ...], seen: set[int]) -> None:
+        seen.add(id(obj))
+        for name, value in vars(obj).items():
+            key = (*words, zlib.crc32(name.encode()))
+            if isinstance(value, LazyRandomState):
+                value.rng.seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+            elif isinstance(value, optuna.samplers.BaseSampler) and id(value) not in seen:
+                reseed(value, key, seen)
+
+    before_trial = sampler.before_trial
+
+    def reseeded_before_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        reseed(sampler, (seed, trial.number), set())
+        before_trial(study, trial)
+
+    sampler.before_trial = reseeded_before_trial  # type: ignore[method-assign]
+    return sampler
+
+
+def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     seed = spec.seed
     if spec.method == "tpe":
         # constant_liar: trials still running count as bad guesses, so parallel asks spread out.
@@ -313,22 +355,25 @@ def orphaned_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
-def requeue_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+def seed_trial(trial: FrozenTrial | optuna.Trial) -> int:
+    """The trial number whose seed ``trial`` trains with (:data:`SEED_TRIAL`): its own, unless it
+    re-runs an interrupted one."""
+    return int(trial.user_attrs.get(SEED_TRIAL, trial.number))
+
+
+def requeue_trial(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
     """Close a trial that will not finish (FAIL, marked interrupted, so it does not count) and
-    queue its configuration again, so the sweep re-runs it rather than losing it."""
+    queue its configuration and seed again, so the sweep re-runs it rather than losing it."""
     set_trial_attr(study, trial.number, INTERRUPTED, True)
     set_trial_attr(study, trial.number, FAIL_REASON, reason)
     study.tell(trial.number, state=TrialState.FAIL)
-    study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+    study.enqueue_trial(dict(trial.params), user_attrs={SEED_TRIAL: seed_trial(trial)}, skip_if_exists=False)
 
 
-def mark_interrupted(study: optuna.Study, numbers: list[int], params: dict[int, dict[str, Any]]) -> None:
-    """On a clean stop (Ctrl+C): close in-flight trials and queue their configurations again."""
-    for number in numbers:
-        set_trial_attr(study, number, INTERRUPTED, True)
-        set_trial_attr(study, number, FAIL_REASON, "interrupted: the sweep was stopped")
-        study.tell(number, state=TrialState.FAIL)
-        study.enqueue_trial({k: v for k, v in params.get(number, {}).items()}, skip_if_exists=False)
+def mark_interrupted(study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    """On a clean stop (Ctrl+C): close in-flight trials and queue them again."""
+    for trial in trials:
+        requeue_trial(study, trial, "interrupted: the sweep was stopped")
 
 
 def study_names(storage: str) -> list[str]:

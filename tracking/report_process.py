@@ -123,6 +123,8 @@ def fork_report_child(conn: Any, client: Any) -> None:
     try:
         conn.send(os.getpid())
         code = _serve_one(conn, client)
+    except (EOFError, ConnectionError):  # the driver is gone (Ctrl+C, a failed start): no one to draw for
+        code = 0
     except BaseException:
         log.exception("report: drawing failed")
     finally:
@@ -147,7 +149,7 @@ def _serve_one(conn: Any, client: Any) -> int:
             if request.get("importances", True):
                 import optuna.importance  # noqa: F401
             request = conn.recv()
-    except EOFError:  # the driver closed the pipe without asking: nothing to draw
+    except (EOFError, ConnectionError):  # the driver closed the pipe without asking, or died: nothing to draw
         return 0
     finally:
         gc.freeze()  # the report's reads and pictures then collect only their own objects (0.3 → 0.1 s

@@ -34,9 +34,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         return {"address": ray.get_runtime_context().gcs_address}
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address in (None, "local"):
-        # No dashboard (MLflow is the dashboard); if one is turned on, it binds to loopback.
-        kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
-                      _system_config=LOCAL_SYSTEM_CONFIG)
+        # A new instance even where one runs already (``ray start``: ray.init would join it, and
+        # refuse num_cpus). No dashboard (MLflow is the dashboard); if one is turned on, it binds
+        # to loopback.
+        kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                      dashboard_host="127.0.0.1", _system_config=LOCAL_SYSTEM_CONFIG)
     else:
         kwargs["address"] = address
     with _lean_head(address in (None, "local")):

@@ -166,3 +166,38 @@ def test_version_is_the_installed_package_s(capsys):
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out == f"mlpsweep {version('mlpsweep')}\n"
+
+
+@pytest.mark.parametrize("address, message", [
+    ("bogus", "--ray-address: cannot join a Ray cluster at 'bogus': Invalid address format"),
+    ("127.0.0.1:{port}", "--ray-address: no Ray cluster answers at 127.0.0.1:{port}: Connection refused (give auto, "),
+    ("ray://127.0.0.1:{port}", "--ray-address: no Ray cluster answers at ray://127.0.0.1:{port}: Connection refused"),
+])
+def test_a_ray_address_where_no_cluster_answers_is_refused_before_anything_starts(here, capsys, address, message):
+    # Ray itself would retry a silent GCS address for minutes, after the stores were made
+    spec = write_spec(here, name="ray")
+    port = free_port()
+    assert main(["run", str(spec), "--quiet", "--ray-address", address.format(port=port)]) == 2
+    assert only_error(capsys, "run").startswith(message.format(port=port))
+    assert files(here) == ["ray.yaml"]
+
+
+def test_the_dashboard_line_is_a_server_s_address_or_this_install_s_mlflow_ui(monkeypatch, tmp_path):
+    from sweeps.console import dashboard_line
+
+    assert dashboard_line("http://10.0.0.5:5000/", "s") == "Dashboard: http://10.0.0.5:5000   (experiment 's')"
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    (python.parent / "mlflow").write_text("")
+    monkeypatch.setattr("sys.executable", str(python))
+    monkeypatch.setenv("PATH", "/nonexistent")  # the venv is not activated: its mlflow by path
+    assert dashboard_line("sqlite:///mlflow.db", "s") == (
+        f"Dashboard: {python.parent / 'mlflow'} ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1   (experiment 's')")
+
+
+def test_verify_refuses_a_store_in_a_folder_that_does_not_exist(here, capsys):
+    uri = f"sqlite:///{here}/missing/v.db"
+    assert main(["verify", "--sizes", "2,3,1", "--activation", "tanh", "--tracking-uri", uri]) == 2
+    assert only_error(capsys, "verify") == (f"--tracking-uri: the folder {here}/missing does not exist; "
+                                            "create it first or fix the path")
+    assert files(here) == []

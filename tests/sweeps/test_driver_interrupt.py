@@ -43,3 +43,38 @@ def test_ctrl_c_inside_a_tell_is_acted_on_after_it(tmp_path, monkeypatch, at_tel
     queued = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
     assert len(told) + len(interrupted) + len(queued) == len(trials)
     assert len(queued) == len(interrupted)  # every trial in flight is queued again
+
+
+def test_a_resumed_sweep_trains_its_requeued_trials_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    # a trial queued again after Ctrl+C gets a new number, but keeps its first one's seed: its
+    # numbers are those the uninterrupted sweep gives that first trial
+    spec = load_spec(write_spec(tmp_path, name="again", run_cap=6, epochs=20))
+    real_tell = oa.tell
+    calls = []
+
+    def tell_with_ctrl_c(study, trial, *args, **kwargs):
+        calls.append(trial)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_tell(study, trial, *args, **kwargs)
+
+    monkeypatch.setattr(oa, "tell", tell_with_ctrl_c)
+    stopped = f"sqlite:///{tmp_path}/stopped.db"
+    with pytest.raises(KeyboardInterrupt):
+        SweepDriver(spec, InProcessBackend(2), None, stopped).run()
+    monkeypatch.setattr(oa, "tell", real_tell)
+    SweepDriver(spec, InProcessBackend(2), None, stopped).run()  # the same command again
+    whole = f"sqlite:///{tmp_path}/whole.db"
+    SweepDriver(spec, InProcessBackend(2), None, whole).run()
+
+    def complete(storage):
+        return [t for t in optuna.load_study(study_name="again", storage=storage).trials
+                if t.state == optuna.trial.TrialState.COMPLETE]
+
+    reference = {t.number: t for t in complete(whole)}
+    rerun = [t for t in complete(stopped) if oa.SEED_TRIAL in t.user_attrs]
+    assert rerun, "no trial was queued again"
+    for t in rerun:
+        first = reference[t.user_attrs[oa.SEED_TRIAL]]
+        assert t.number != first.number and t.params == first.params
+        assert (t.value, t.user_attrs["train_mse"]) == (first.value, first.user_attrs["train_mse"])
