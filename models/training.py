@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -91,8 +92,11 @@ class TrainResult:
     def failure_reason(self) -> str | None:
         if self.ok:
             return None
-        reasons = sorted({s for s in self.status})
-        return f"all {len(self.status)} restarts diverged ({'; '.join(reasons)[:300]})"
+        # how many of each kind (blow-up, nan_loss, …), then the first restart's own words: a
+        # reason that fits on a line whatever the number of restarts, never cut mid-sentence
+        kinds = Counter(s.removeprefix("diverged: ").split(" at ")[0] for s in self.status)
+        counts = ", ".join(f"{kind} ×{n}" for kind, n in sorted(kinds.items()))
+        return f"all {len(self.status)} restarts diverged ({counts}; first: {self.status[0].removeprefix('diverged: ')})"
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,17 @@ def start_backend(ray_address: str | None, concurrency: int,
 PROBE_SECONDS = 5.0  # a cluster's address must accept a connection within this
 
 
+def target_line(summaries: list[Any], spec: Any) -> str | None:
+    """What to say when the sweep stopped at ``metric.target`` (before ``run_cap``), else None."""
+    target, name = spec.metric.target, spec.metric.name
+    done = [(getattr(s, name), s.number) for s in summaries if s.state == "COMPLETE" and getattr(s, name) is not None]
+    if target is None or not done or min(done)[0] > target:
+        return None
+    value, number = min(done)
+    return (f"metric.target reached: trial {number} has {name} {value:.5g} <= {target:g}, so the sweep stopped at "
+            f"{len(summaries)} of run_cap {spec.run_cap} trials (lower or remove the target to go on)")
+
+
 def join_cluster(address: str) -> None:
     """Attach this process to the Ray cluster at ``address`` (``auto``, ``ray://HOST:PORT`` or
     ``HOST:PORT``).
@@ -338,6 +349,9 @@ def _run(args: argparse.Namespace) -> int:
     tracking_failed = [s for s in summaries if s.reason and s.reason.startswith("tracking failed")]
     out.print(f"{len(summaries)} trials finished ({complete} complete). Best model: "
               f"mlpsweep best {spec.name} --out best-{spec.name}")
+    reached = target_line(summaries, spec)
+    if reached:
+        out.print(reached)
     uri = tracker.tracking_uri
     out.print(dashboard_line(uri, spec.name))
     _stop_local_ray()  # beside the drawing, not after it; the results are on screen meanwhile

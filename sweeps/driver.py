@@ -204,6 +204,9 @@ class SweepDriver:
         self._seed_best()
         self._data_shape()
         remaining = max(0, self.run_cap - self.stats.already_done)
+        if self._target_reached():  # an earlier run reached metric.target: the sweep is over
+            log.info("metric target reached by trial %s; no new trial", self.stats.best_number)
+            remaining = 0
         grid = oa.grid_points(self.spec)
         if grid is not None:  # a grid sweep ends when every point was visited
             remaining = min(remaining, max(0, grid - self.stats.already_done))

@@ -255,3 +255,14 @@ def test_a_trial_pruned_between_evaluations_ends_its_curves_on_its_result(seed1d
     for r in range(2):
         assert len(result.train_curves[r]) == len(result.val_curves[r]) == 11
         assert (result.train_curves[r][-1], result.val_curves[r][-1]) == (result.train_mse[r], result.val_mse[r])
+
+
+def test_a_failed_trial_s_reason_counts_the_kinds_and_quotes_the_first_whole(seed1d):
+    config = TrainConfig((1, 6, 1), "tanh", "sgd", lr=50.0, max_epochs=20, restarts=10, tol=0.0)
+    result = train_restarts(config, seed1d)
+    assert not result.ok
+    reason = result.failure_reason
+    kinds = {s.removeprefix("diverged: ").split(" at ")[0] for s in result.status}
+    assert reason.startswith("all 10 restarts diverged (") and reason.endswith(f"first: {result.status[0][10:]})")
+    assert sum(int(part.split("×")[1]) for part in reason.split("(", 1)[1].split(";")[0].split(", ")) == 10
+    assert all(f"{kind} ×" in reason for kind in kinds) and len(reason) < 200
