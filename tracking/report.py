@@ -210,10 +210,11 @@ def _load_study(sweep: str, storage: str, warn: bool = True) -> tuple[Any, str]:
 def _study_facts(sweep: str, storage: str, importances: bool = True
                  ) -> tuple[str | None, dict[str, float] | None, dict[str, dict[str, Any]], str]:
     """(study uid, importances, search space, note) from the Optuna study; never raises.
-    Without ``importances`` (computed elsewhere) they are None and the note is empty."""
+    Without ``importances`` (computed elsewhere) they are None and the note is empty. A missing
+    study is the caller's to warn of (once it knows the sweep exists at all)."""
     from sweeps import optuna_adapter as oa
 
-    study, note = _load_study(sweep, storage)
+    study, note = _load_study(sweep, storage, warn=False)
     if study is None:
         return None, None, {}, note
     uid = study.user_attrs.get(oa.STUDY_UID)
@@ -323,7 +324,9 @@ def collect_sweep(tracking_uri: str | None, sweep: str, storage: str | None = No
     storage = storage or default_storage(uri)
     client = client or make_client(uri, create=False)
     uid, found, space, note = _study_facts(sweep, storage, importances)
-    experiment_id, parent = _find_parent(client, sweep, uid)
+    experiment_id, parent = _find_parent(client, sweep, uid)  # no such sweep: that alone is said
+    if uid is None:
+        log.warning("report: cannot load Optuna study %r from %s (%s)", sweep, storage, note)
     parent_id = parent.info.run_id
     runs = search_by_tags(client, [experiment_id], {TAG["kind"]: "trial", "mlflow.parentRunId": parent_id})
     by_number: dict[int, TrialRecord] = {}
