@@ -26,8 +26,9 @@ def register(subparsers: Any) -> None:
     add_store_options(parser)
     parser.add_argument("spec", metavar="SPEC", help="the sweep spec (YAML)")
     parser.add_argument("--ray-address", default=None,
-                        help="attach to a running Ray cluster ('auto' or ray://HOST:PORT); default: start "
-                             "a local Ray; 'none': run in this process without Ray")
+                        help="attach to a running Ray cluster ('auto', ray://HOST:PORT or HOST:PORT); default: "
+                             "start a local Ray; 'none': run in this process without Ray, one trial at a time "
+                             "(the same trials and numbers; concurrency only shapes the search)")
     parser.add_argument("--run-cap", type=positive_int, default=None, help="override the spec's run_cap")
     parser.add_argument("--concurrency", type=positive_int, default=None, help="override the spec's concurrency")
     parser.add_argument("--quiet", action="store_true", help="no live progress display")
