@@ -219,9 +219,6 @@ def start_backend(ray_address: str | None, concurrency: int,
     return backend
 
 
-PROBE_SECONDS = 5.0  # a cluster's address must accept a connection within this
-
-
 def target_line(summaries: list[Any], spec: Any) -> str | None:
     """What to say when the sweep stopped at ``metric.target`` (before ``run_cap``), else None."""
     target, name = spec.metric.target, spec.metric.name
@@ -231,6 +228,9 @@ def target_line(summaries: list[Any], spec: Any) -> str | None:
     value, number = min(done)
     return (f"metric.target reached: trial {number} has {name} {value:.5g} <= {target:g}, so the sweep stopped at "
             f"{len(summaries)} of run_cap {spec.run_cap} trials (lower or remove the target to go on)")
+
+
+PROBE_SECONDS = 5.0  # a cluster's address must accept a connection within this
 
 
 def join_cluster(address: str) -> None:

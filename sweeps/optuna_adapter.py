@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import uuid
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,9 @@ def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     if spec.method == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if spec.method == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():  # "QMCSampler is experimental": two lines on every run's stderr
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"method: unknown {spec.method!r}")
 
 

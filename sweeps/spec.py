@@ -42,11 +42,11 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
-    BeforeValidator,
     StrictInt,
     StrictStr,
     ValidationError,

@@ -32,3 +32,16 @@ def test_continuing_a_sweep_proposes_what_one_run_to_its_cap_proposes(tmp_path, 
 
     assert len(proposed(whole)) == 8
     assert proposed(continued) == proposed(whole)
+
+
+@pytest.mark.parametrize("method", ["random", "tpe", "qmc", "gp", "cmaes", "grid"])
+def test_making_a_sampler_warns_of_nothing(method):
+    import warnings
+
+    from sweeps.optuna_adapter import make_sampler
+    from sweeps.spec import parse_spec
+
+    spec = parse_spec(f"name: x\nmethod: {method}\ndata: {{dataset: seed-1d}}\nparameters: {{width: {{values: [2, 3]}}}}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's "experimental" warning was two lines on a qmc run's stderr
+        make_sampler(spec)
