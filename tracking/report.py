@@ -449,20 +449,32 @@ def _spread(rec: SweepRecord, client: MlflowClient) -> bytes:
     return plots.plot_restart_spread(spreads, key)
 
 
+def _stored_spec(rec: SweepRecord) -> Any | None:
+    """The sweep's spec from its ``spec.yaml`` artifact; None where there is none, or one this
+    version cannot read."""
+    if not rec.spec_yaml:
+        return None
+    try:
+        from sweeps.spec import parse_spec
+
+        return parse_spec(rec.spec_yaml, origin="spec.yaml")
+    except Exception as exc:
+        log.info("report: cannot read the sweep's spec.yaml (%s)", exc)
+        return None
+
+
 def _load_data(rec: SweepRecord, meta: dict[str, Any]) -> Any:
     """The sweep's dataset (:class:`models.data.Arrays`: no torch): from the spec artifact, else
     from the checkpoint's ``extra.data``."""
     from models.data import load_arrays
 
-    if rec.spec_yaml:
+    spec = _stored_spec(rec)
+    if spec is not None:
+        d = spec.data
         try:
-            from sweeps.spec import parse_spec
-
-            spec = parse_spec(rec.spec_yaml, origin="spec.yaml")
-            d = spec.data
             return load_arrays(d.dataset, d.validation_fraction, d.seed if d.seed is not None else spec.seed,
-                                features=d.features, targets=d.targets, test_path=d.test_path,
-                                standardize=d.standardize)
+                               features=d.features, targets=d.targets, test_path=d.test_path,
+                               standardize=d.standardize)
         except Exception as exc:
             log.info("report: spec.yaml does not give the data (%s); using the checkpoint's", exc)
     data = (meta.get("extra") or {}).get("data")
@@ -655,14 +667,9 @@ def _units(rec: SweepRecord) -> str:
     """`` (standardised: every MSE in standard units)`` when the sweep's data are, else ``""``."""
     from models.data import standardized
 
-    dataset, standardize = rec.parent_params.get("dataset", ""), False
-    try:
-        from sweeps.spec import parse_spec
-
-        data = parse_spec(rec.spec_yaml, origin="spec.yaml").data
-        dataset, standardize = data.dataset, data.standardize
-    except Exception:  # no spec artifact (or one this version cannot read): the dataset param decides
-        pass
+    spec = _stored_spec(rec)  # without one, the dataset param decides
+    dataset, standardize = ((spec.data.dataset, spec.data.standardize) if spec
+                            else (rec.parent_params.get("dataset", ""), False))
     return " (standardised: every MSE in standard units)" if standardized(dataset, standardize) else ""
 
 
