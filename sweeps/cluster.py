@@ -35,6 +35,7 @@ __all__ = [
     "entrypoint",
     "submission_id",
     "auth_headers",
+    "ray_job_command",
 ]
 
 # The project's packages: everything the driver and the trial workers import from the project.
@@ -270,6 +271,15 @@ def auth_headers(environ: Mapping[str, str] | None = None, home: Path | None = N
         except (OSError, UnicodeDecodeError):
             token = ""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ray_job_command(verb: str, job_id: str, address: str, environ: Mapping[str, str] | None = None,
+                    home: Path | None = None) -> str:
+    """The ``ray job`` command line a user can paste to ``verb`` (``logs -f``, ``stop``, ``status``)
+    the job: prefixed with ``RAY_AUTH_MODE=token`` where mlpsweep sent a token that Ray's own CLI,
+    with the mode unset, would not send (:func:`auth_headers`)."""
+    prefix = "RAY_AUTH_MODE=token " if auth_headers(environ, home) else ""
+    return f"{prefix}ray job {verb} {job_id} --address {address}"
 
 
 def alive_gpus(address: str) -> float | None:

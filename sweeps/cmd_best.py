@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "export_best"]
+__all__ = ["register", "export_best", "CONFIG_FILE"]
+
+CONFIG_FILE = "config.json"
 
 
 def register(subparsers: Any) -> None:
@@ -19,15 +21,19 @@ def register(subparsers: Any) -> None:
                     "write it with the trial's configuration and metrics to DIR.")
     parser.add_argument("name", metavar="NAME", help="the sweep name")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (created)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the export DIR already holds (refused without it)")
     add_store_options(parser)
     parser.set_defaults(handler=_best)
 
 
-def export_best(name: str, out: str | Path, tracking_uri: str | None = None, storage: str | None = None) -> Path:
+def export_best(name: str, out: str | Path, tracking_uri: str | None = None, storage: str | None = None,
+                *, force: bool = False) -> Path:
     """Export the best trial of sweep ``name`` into ``out``; returns the folder.
 
     Raises:
-        UsageError: no such sweep, no complete trial, or no logged checkpoint.
+        UsageError: ``out`` holds an export already (and not ``force``), no such sweep, no complete
+            trial, or no logged checkpoint.
         CheckpointError: the downloaded checkpoint does not match its recorded digest or is not a
             plain state dict.
     """
@@ -40,6 +46,8 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
     from tracking.sweep import TAG
 
     out = output_folder(str(out))
+    if not force:
+        refuse_replacing(out)
     uri, storage = resolve_stores(tracking_uri, storage)
     study = open_stored_study(name, storage)
     best = oa.best_trial(study)
@@ -77,8 +85,29 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         "checkpoint_sha256": sha,
         **data_of(extra.get("data")),
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     return out
+
+
+def refuse_replacing(out: Path) -> None:
+    """Refuse to write over an earlier export in ``out`` (a model a user may still need), naming it.
+
+    Raises:
+        UsageError: ``out`` holds one of the files an export writes.
+    """
+    from models.checkpoint import ARCH_FILE, MODEL_FILE, WEIGHTS_FILE
+    from sweeps.cli import UsageError
+
+    held = [n for n in (MODEL_FILE, WEIGHTS_FILE, ARCH_FILE, CONFIG_FILE) if (out / n).exists()]
+    if not held:
+        return
+    try:
+        config = json.loads((out / CONFIG_FILE).read_text())
+        what = f"sweep {config['sweep']!r}, trial {config['trial']}"
+    except (OSError, ValueError, TypeError, KeyError):
+        what = ", ".join(held)
+    raise UsageError(f"--out: {out} already holds an export ({what}); pass --force to replace it, "
+                     "or name another folder")
 
 
 def data_of(data: dict[str, Any] | None) -> dict[str, Any]:
@@ -105,7 +134,7 @@ def _best(args: argparse.Namespace) -> int:
     from sweeps.cli import UsageError, first_line
 
     try:
-        out = export_best(args.name, args.out, args.tracking_uri, args.storage)
+        out = export_best(args.name, args.out, args.tracking_uri, args.storage, force=args.force)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     except MlflowException as exc:  # the store cannot be read (or does not exist)

@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
 
 def _submit(args: argparse.Namespace) -> int:
     from sweeps.cli import UsageError
-    from sweeps.cluster import alive_gpus, check_address, check_stores, stage_working_dir, tree_size
+    from sweeps.cluster import (alive_gpus, check_address, check_stores, ray_job_command, stage_working_dir,
+                                tree_size)
     from sweeps.cmd_run import prepare
 
     spec = prepare(args.spec, args.run_cap, args.concurrency)  # a bad spec stops here: no connection
@@ -83,19 +84,19 @@ def _submit(args: argparse.Namespace) -> int:
             return 1
     address = args.address.rstrip("/")
     print(job_id)
-    print(f"Dashboard: {address}/#/jobs/{job_id}   logs: ray job logs -f {job_id} --address {address}",
+    print(f"Dashboard: {address}/#/jobs/{job_id}   logs: {ray_job_command('logs -f', job_id, address)}",
           file=sys.stderr)
     if not args.wait:
         return 0
     try:
         status, message = follow(client, job_id, sys.stdout)
     except KeyboardInterrupt:
-        print(f"\nstopped following; job {job_id} goes on (stop it: ray job stop {job_id} --address {address})",
+        print(f"\nstopped following; job {job_id} goes on (stop it: {ray_job_command('stop', job_id, address)})",
               file=sys.stderr)
         return 130
     except (ConnectionError, RuntimeError, OSError) as exc:
         print(f"mlpsweep submit: error: lost contact with the cluster while following job {job_id}: {exc}; "
-              f"it may still be running: ray job status {job_id} --address {address}", file=sys.stderr)
+              f"it may still be running: {ray_job_command('status', job_id, address)}", file=sys.stderr)
         return 1
     print(f"job {job_id} {status}" + (f": {message}" if message and status != "SUCCEEDED" else ""),
           file=sys.stderr)

@@ -41,7 +41,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
                       dashboard_host="127.0.0.1", _system_config=LOCAL_SYSTEM_CONFIG)
     else:
         kwargs["address"] = address
-    with _lean_head(address in (None, "local")):
+    with _lean_head(address in (None, "local")), _quiet_auth_notice():
         info = ray.init(**kwargs)
     return {"address": getattr(info, "address_info", {}).get("gcs_address")}
 
@@ -55,6 +55,24 @@ def cluster_gpus() -> float:
 def disconnect() -> None:
     """Shut down the Ray this process started (or leave the cluster it joined)."""
     ray.shutdown()
+
+
+class _DropAuthOnNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+@contextmanager
+def _quiet_auth_notice() -> Iterator[None]:
+    """Without Ray's notice that a new local instance has token authentication on ("Set
+    RAY_AUTH_MODE=disabled to opt out"), printed on every start: the sweep's own Ray is meant to
+    have it on. Its warning that authentication is *off* still shows."""
+    logger, notice = logging.getLogger("ray._private.authentication.authentication_token_setup"), _DropAuthOnNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 @contextmanager

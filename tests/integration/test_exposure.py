@@ -45,3 +45,30 @@ def test_a_local_ray_starts_no_head_process_a_one_machine_sweep_never_uses():
     finally:
         disconnect()
     assert not ray.is_initialized()
+
+
+def test_a_local_ray_keeps_token_authentication_without_announcing_it(monkeypatch):
+    """Ray's "token authentication is enabled … to opt out" notice is dropped, not the
+    authentication: the instance still requires the token."""
+    import logging
+
+    import ray
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    from workers.ray_connect import connect, disconnect
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    seen: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    logger.addHandler(catch)  # Ray's loggers may not propagate to pytest's
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    connect(None, num_cpus=1)
+    try:
+        assert get_authentication_mode() == AuthenticationMode.TOKEN
+        assert ray.get(ray.remote(lambda x: x * 2).remote(21)) == 42
+    finally:
+        disconnect()
+        logger.removeHandler(catch)
+    assert not [m for m in seen if "enabled" in m], seen

@@ -36,6 +36,13 @@ def test_cli_prints_summary_and_dashboard_command(sweep):
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
 
 
+def test_a_quiet_run_says_nothing_on_stderr(sweep):
+    """--quiet: no progress line and no library's notice (Ray warned of its token authentication
+    on every local start)."""
+    _, proc = sweep
+    assert proc.stderr == "", proc.stderr[-2000:]
+
+
 def test_the_store_is_one_file_after_the_run(sweep):
     """Its processes end without closing their connections; the command then folds SQLite's
     write-ahead log into mlflow.db, so a copy of that file alone holds the whole sweep."""
@@ -140,6 +147,12 @@ def test_status_and_best_export(sweep, tmp_path):
     with torch.no_grad():
         val = ((model(data.X_val) - data.y_val) ** 2).mean().item()
     assert val == pytest.approx(study.best_value, rel=1e-5)
+    (out / "model.pt").write_bytes(b"not this")
+    again = run_cli("best", "e2e", "--out", str(out), cwd=folder, check=False)
+    assert again.returncode == 2 and "already holds an export (sweep 'e2e', trial" in again.stderr
+    assert (out / "model.pt").read_bytes() == b"not this"
+    run_cli("best", "e2e", "--out", str(out), "--force", cwd=folder)
+    assert load_checkpoint(out).state_dict().keys() == model.state_dict().keys()
 
 
 def test_parent_run_holds_the_optimisation_history(sweep):

@@ -77,6 +77,23 @@ def test_reading_commands_create_no_store(here, capsys, command):
     assert files(here) == []
 
 
+@pytest.mark.parametrize("held, named", [
+    ({"config.json": '{"sweep": "older", "trial": 7}', "model.pt": "weights"}, "(sweep 'older', trial 7)"),
+    ({"model.pt": "weights"}, "(model.pt)"),
+])
+def test_best_will_not_write_over_an_earlier_export(here, capsys, held, named):
+    out = here / "exported"
+    out.mkdir()
+    for name, text in held.items():
+        (out / name).write_text(text)
+    assert main(["best", "nosuch", "--out", "exported"]) == 2  # refused before any store is read
+    assert only_error(capsys, "best") == (f"--out: exported already holds an export {named}; pass --force to "
+                                          "replace it, or name another folder")
+    assert {p.name: p.read_text() for p in out.iterdir()} == held and files(here) == ["exported"]
+    assert main(["best", "nosuch", "--out", "exported", "--force"]) == 2  # --force goes on to the store
+    assert only_error(capsys, "best").startswith(("NAME: no sweep 'nosuch'", "--tracking-uri: no MLflow store at"))
+
+
 def test_a_reading_command_names_the_store_it_cannot_reach(here, capsys):
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/db"
     assert main(["status", "s", "--storage", url]) == 2

@@ -215,3 +215,14 @@ def test_without_wait_prints_the_job_id_and_returns(tmp_path, capsys, monkeypatc
     out, err = capsys.readouterr()
     assert out.strip() == jobs.submitted["submission_id"]
     assert "Dashboard: http://fake:8265/#/jobs/" in err
+
+
+def test_printed_ray_job_commands_carry_the_auth_mode_where_a_token_was_sent(tmp_path):
+    """Ray's CLI sends a token only with RAY_AUTH_MODE=token set: the pasted hint must say so
+    wherever mlpsweep sent one without it, or it is refused by the cluster the job runs on."""
+    address = "http://head:8265"
+    assert cluster.ray_job_command("logs -f", "j1", address, {"RAY_AUTH_TOKEN": "abc"}, home=tmp_path) == \
+        "RAY_AUTH_MODE=token ray job logs -f j1 --address http://head:8265"
+    assert cluster.ray_job_command("stop", "j1", address, {}, home=tmp_path) == "ray job stop j1 --address http://head:8265"
+    assert cluster.ray_job_command("status", "j1", address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "abc"},
+                                   home=tmp_path) == "ray job status j1 --address http://head:8265"
