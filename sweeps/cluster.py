@@ -229,7 +229,7 @@ def runtime_env(working_dir: str, environ: Mapping[str, str] | None = None) -> d
 
 
 def entrypoint(spec_file: str, tracking_uri: str, storage: str, run_cap: int | None = None,
-               concurrency: int | None = None) -> str:
+               concurrency: int | None = None, allow_changed_spec: bool = False) -> str:
     """The shell command the job runs on the head node: the sweep driver attached to the cluster."""
     argv = ["python", "-m", "sweeps.cli", "run", spec_file, "--ray-address", "auto",
             "--tracking-uri", tracking_uri, "--storage", storage, "--quiet"]
@@ -237,6 +237,8 @@ def entrypoint(spec_file: str, tracking_uri: str, storage: str, run_cap: int | N
         argv += ["--run-cap", str(run_cap)]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
+    if allow_changed_spec:
+        argv.append("--allow-changed-spec")
     return shlex.join(argv)
 
 

@@ -7,6 +7,7 @@ import socket
 import sys
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, cast
 
 __all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend",
@@ -32,7 +33,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--run-cap", type=positive_int, default=None, help="override the spec's run_cap")
     parser.add_argument("--concurrency", type=positive_int, default=None, help="override the spec's concurrency")
     parser.add_argument("--quiet", action="store_true", help="no live progress display")
+    add_changed_spec_option(parser)
     parser.set_defaults(handler=_run)
+
+
+def add_changed_spec_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-changed-spec", action="store_true",
+                        help="continue a stored sweep although its spec was edited since (refused without it: "
+                             "the edit's trials and the earlier ones would share one study and one best)")
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +108,7 @@ def check_data(spec: Any) -> None:
 
 
 def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_address: str | None,
-            quiet: bool = False, report: bool = False) -> tuple[list[Any], Any]:
+            quiet: bool = False, report: bool = False, allow_changed_spec: bool = False) -> tuple[list[Any], Any]:
     """Run a validated spec to the end; returns (trial summaries, tracker). With ``report``,
     ``tracker.report`` is ready to draw the end-of-run report (the caller's to draw or cancel).
 
@@ -109,7 +117,8 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
 
     Raises:
         UsageError: among others, the sweep is running in another process with the same
-            storage (:mod:`sweeps.runlock`); nothing is started.
+            storage (:mod:`sweeps.runlock`), or it is stored with another spec and not
+            ``allow_changed_spec`` (:func:`check_continuation`); nothing is started.
     """
     from sweeps.cli import UsageError
     from sweeps.runlock import SweepRunning, sweep_lock
@@ -118,10 +127,43 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     storage = storage or default_storage(tracking_uri)
     try:
         with sweep_lock(storage, spec.name):
+            if not allow_changed_spec:
+                check_continuation(spec, storage)
             return _execute(spec, tracking_uri=tracking_uri, storage=storage, ray_address=ray_address,
                             quiet=quiet, report=report)
     except SweepRunning as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_continuation(spec: Any, storage: str) -> None:
+    """Refuse to continue sweep ``spec.name`` stored in ``storage`` with a spec that defines other
+    trials than the one it ran with (:func:`sweeps.spec.spec_changes`), naming the changes. A new
+    sweep costs nothing here: no storage file, no Optuna import. A study from an mlpsweep that did
+    not record its spec continues (with Optuna's warning from the driver).
+
+    Raises:
+        UsageError: the spec was edited; the message says how to start anew or continue anyway.
+    """
+    from sweeps.cli import UsageError
+    from tracking.sweep import sqlite_path
+
+    if "://" not in storage or storage.lower().startswith("sqlite"):  # a file: a new sweep has none yet
+        local = sqlite_path(storage) if "://" in storage else Path(storage).expanduser()
+        if local is None or not local.is_file():
+            return
+    from sweeps import optuna_adapter as oa
+    from sweeps.spec import spec_changes, spec_digest, spec_record
+
+    stored = oa.stored_spec(spec.name, storage)
+    if stored is None or stored[1] is None or stored[0] == spec_digest(spec):
+        return
+    changes = spec_changes(stored[1], spec_record(spec))
+    if not changes:
+        return
+    shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+    raise UsageError(f"spec: the stored sweep {spec.name!r} ran with another spec ({shown}), and its trials "
+                     "and these would share one study and one best; give this spec another name to start a "
+                     "new sweep, or pass --allow-changed-spec to continue this one with it")
 
 
 def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: str | None,
@@ -341,7 +383,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.ray_address not in (None, "local", "none"):
         join_cluster(args.ray_address)  # a cluster that does not answer: nothing starts, no store is made
     summaries, tracker = execute(spec, tracking_uri=args.tracking_uri, storage=args.storage,
-                                 ray_address=args.ray_address, quiet=args.quiet, report=True)
+                                 ray_address=args.ray_address, quiet=args.quiet, report=True,
+                                 allow_changed_spec=args.allow_changed_spec)
     report = tracker.report
     report.draw(tracker.tracking_uri, spec.name, args.storage)  # never fails the run: plots are a bonus
     out = Console(width=max(Console().width, 110))

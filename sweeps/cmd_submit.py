@@ -28,7 +28,7 @@ _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 def register(subparsers: Any) -> None:
     from sweeps.cli import positive_int
-    from sweeps.cmd_run import add_store_options
+    from sweeps.cmd_run import add_changed_spec_option, add_store_options
 
     parser = subparsers.add_parser(
         "submit",
@@ -47,6 +47,7 @@ def register(subparsers: Any) -> None:
                         help="follow the job's logs to the end; exit 0 if it succeeded, 1 if it failed or stopped")
     parser.add_argument("--run-cap", type=positive_int, default=None, help="override the spec's run_cap")
     parser.add_argument("--concurrency", type=positive_int, default=None, help="override the spec's concurrency")
+    add_changed_spec_option(parser)
     parser.set_defaults(handler=_submit)
 
 
@@ -78,7 +79,8 @@ def _submit(args: argparse.Namespace) -> int:
               file=sys.stderr)
         try:
             job_id = submit(client, staging, spec_file, spec.name, tracking_uri, storage,
-                            run_cap=args.run_cap, concurrency=args.concurrency)
+                            run_cap=args.run_cap, concurrency=args.concurrency,
+                            allow_changed_spec=args.allow_changed_spec)
         except RuntimeError as exc:  # the Jobs API answered with an error
             print(f"mlpsweep submit: error: the cluster refused the job: {exc}", file=sys.stderr)
             return 1
@@ -151,7 +153,7 @@ def _auth_hint(address: str, exc: Exception) -> str:
 
 
 def submit(client: Any, working_dir: str, spec_file: str, name: str, tracking_uri: str, storage: str, *,
-           run_cap: int | None = None, concurrency: int | None = None) -> str:
+           run_cap: int | None = None, concurrency: int | None = None, allow_changed_spec: bool = False) -> str:
     """Submit the sweep driver as a Ray job; returns the job's submission id.
 
     Args:
@@ -160,7 +162,7 @@ def submit(client: Any, working_dir: str, spec_file: str, name: str, tracking_ur
         spec_file: the spec's file name inside ``working_dir``.
         name: the sweep's name, for the submission id and the job's metadata.
         tracking_uri, storage: as the cluster's nodes reach them.
-        run_cap, concurrency: overrides passed on to ``mlpsweep run``.
+        run_cap, concurrency, allow_changed_spec: passed on to ``mlpsweep run``.
 
     Returns:
         The job's submission id.
@@ -175,7 +177,7 @@ def submit(client: Any, working_dir: str, spec_file: str, name: str, tracking_ur
 
     try:
         return client.submit_job(
-            entrypoint=entrypoint(spec_file, tracking_uri, storage, run_cap, concurrency),
+            entrypoint=entrypoint(spec_file, tracking_uri, storage, run_cap, concurrency, allow_changed_spec),
             runtime_env=runtime_env(working_dir),
             submission_id=submission_id(name),
             metadata={"mlpsweep.sweep": name},

@@ -20,7 +20,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeps.space import Categorical, Constant, Dimension, FloatRange, IntRange, grid_values
-from sweeps.spec import SweepSpec, is_active
+from sweeps.spec import SweepSpec, is_active, spec_record
 
 __all__ = [
     "storage_for",
@@ -38,6 +38,8 @@ __all__ = [
     "orphaned_trials",
     "STUDY_UID",
     "SPEC_DIGEST",
+    "SPEC_RECORD",
+    "stored_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STUDY_UID = "mlpsweep_uid"  # study user attr: tells apart two studies that reused a name
 SPEC_DIGEST = "mlpsweep_spec_digest"
+SPEC_RECORD = "mlpsweep_spec"  # study user attr: the spec_record it runs, to name what an edit changed
 INTERRUPTED = "mlpsweep_interrupted"  # trial user attr: failed because the driver stopped
 FAIL_REASON = "fail_reason"
 # trial user attr: the trial whose seed this one trains with. A trial queued again after an
@@ -279,11 +282,23 @@ def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:
     if STUDY_UID not in attrs:
         study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
         study.set_user_attr(SPEC_DIGEST, digest)
+        study.set_user_attr(SPEC_RECORD, spec_record(spec))
         study.set_user_attr("metric", spec.metric.name)
     elif attrs.get(SPEC_DIGEST) != digest:
         log.warning("sweep %s: the spec changed since the study was created; continuing the same study", spec.name)
         study.set_user_attr(SPEC_DIGEST, digest)
+        study.set_user_attr(SPEC_RECORD, spec_record(spec))
     return study
+
+
+def stored_spec(name: str, storage: str) -> tuple[str | None, dict[str, Any] | None] | None:
+    """The spec digest and record the stored study of sweep ``name`` last ran with (None for
+    either where an older mlpsweep did not store it); None if there is no such study."""
+    try:
+        attrs = load_study(name, storage).user_attrs
+    except KeyError:
+        return None
+    return attrs.get(SPEC_DIGEST), attrs.get(SPEC_RECORD)
 
 
 def load_study(name: str, storage: str) -> optuna.Study:

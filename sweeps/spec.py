@@ -75,6 +75,8 @@ __all__ = [
     "MAX_SPEC_BYTES",
     "MAX_GRID_VALUES",
     "DIGEST_EXCLUDES",
+    "spec_record",
+    "spec_changes",
     "PARAM_KEYS",
     "DISTRIBUTIONS",
     "load_spec",
@@ -1235,12 +1237,37 @@ def spec_to_yaml(spec: SweepSpec) -> str:
                           allow_unicode=True, width=100)
 
 
+def spec_record(spec: SweepSpec) -> dict[str, Any]:
+    """What defines a sweep's trials: the canonical form without :data:`DIGEST_EXCLUDES` (JSON
+    data; the study stores it to say later what an edited spec changed)."""
+    return json.loads(json.dumps({k: v for k, v in spec_to_dict(spec).items() if k not in DIGEST_EXCLUDES}))
+
+
 def spec_digest(spec: SweepSpec) -> str:
-    """SHA-256 (hex) of the canonical form, without :data:`DIGEST_EXCLUDES`.
+    """SHA-256 (hex) of :func:`spec_record`.
 
     Two specs with the same digest define the same trials; a resumed sweep compares it with
     the one it stored to notice an edited spec. Extending ``run_cap`` keeps the digest.
     """
-    canonical = {k: v for k, v in spec_to_dict(spec).items() if k not in DIGEST_EXCLUDES}
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = json.dumps(spec_record(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What an edited spec changed, as ``path: old -> new`` (``-`` for absent), from two
+    :func:`spec_record`\ s. A top-level key the old record lacks is one a later mlpsweep added
+    with its default, not the user's change, and is left out (``early_terminate`` aside: it is
+    recorded only when set)."""
+    def walk(a: Any, b: Any, path: str, top: bool) -> list[str]:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys = list(a) + [k for k in b if k not in a and (not top or k == "early_terminate")]
+            return [line for k in keys for line in walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{path}{k}.", False)]
+        if a == b:
+            return []
+        show = lambda v: "-" if v is _ABSENT else json.dumps(v, ensure_ascii=False)  # noqa: E731
+        return [f"{path[:-1]}: {show(a)} -> {show(b)}"]
+
+    return walk(old, new, "", True)
+
+
+_ABSENT = object()

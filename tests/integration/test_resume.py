@@ -57,3 +57,23 @@ def test_ctrl_c_then_rerun_finishes_remaining_trials(tmp_path):
     assert len(numbers) == len(set(numbers)) == 10
     assert sorted(numbers) == sorted(t.number for t in finished)
     assert not [r for r in trials if r.info.status == "RUNNING"]
+
+
+def test_an_edited_spec_is_refused_before_anything_starts_unless_allowed(tmp_path):
+    spec = write_spec(tmp_path, name="edited", run_cap=2, epochs=20)
+    run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)
+    stored = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    spec.write_text(spec.read_text().replace("run_cap: 2", "run_cap: 3").replace("max: 0.1", "max: 0.5"))
+    refused = run_cli("run", str(spec), "--quiet", cwd=tmp_path, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines() == [
+        "mlpsweep run: error: spec: the stored sweep 'edited' ran with another spec (parameters.lr.max: 0.1 -> 0.5), "
+        "and its trials and these would share one study and one best; give this spec another name to start a new "
+        "sweep, or pass --allow-changed-spec to continue this one with it"]
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != spec.name} == \
+        {k: v for k, v in stored.items() if k != spec.name}  # no store touched, no Ray started
+    assert len(stored_study(tmp_path, "edited").trials) == 2
+    run_cli("run", str(spec), "--quiet", "--ray-address", "none", "--allow-changed-spec", cwd=tmp_path)
+    study = stored_study(tmp_path, "edited")
+    assert len(study.trials) == 3 and study.trials[-1].params["lr"] <= 0.5
+    run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)  # the edit is the spec now

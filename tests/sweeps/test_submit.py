@@ -101,6 +101,9 @@ def test_entrypoint_attaches_the_driver_to_the_cluster():
     assert argv[argv.index("--ray-address") + 1] == "auto"
     assert argv[argv.index("--storage") + 1] == storage
     assert argv[argv.index("--run-cap") + 1] == "8" and "--quiet" in argv and "--concurrency" not in argv
+    assert "--allow-changed-spec" not in argv
+    assert shlex.split(cluster.entrypoint("s.yaml", "http://mlflow:5000", storage, allow_changed_spec=True))[-1] == \
+        "--allow-changed-spec"  # the job's driver checks the stored spec: the flag travels with it
 
 
 def test_relative_data_files_travel_and_outside_ones_are_refused(tmp_path, monkeypatch, capsys, no_cluster):
@@ -211,10 +214,11 @@ def test_without_wait_prints_the_job_id_and_returns(tmp_path, capsys, monkeypatc
     jobs = FakeJobs("RUNNING")
     monkeypatch.setattr(cmd_submit, "_connect", lambda address: jobs)
     spec = write_spec(tmp_path, name="demo")
-    assert main(["submit", str(spec), "--address", "http://fake:8265", *SERVER]) == 0
+    assert main(["submit", str(spec), "--address", "http://fake:8265", *SERVER, "--allow-changed-spec"]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == jobs.submitted["submission_id"]
     assert "Dashboard: http://fake:8265/#/jobs/" in err
+    assert shlex.split(jobs.submitted["entrypoint"])[-1] == "--allow-changed-spec"
 
 
 def test_printed_ray_job_commands_carry_the_auth_mode_where_a_token_was_sent(tmp_path):

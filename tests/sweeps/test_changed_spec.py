@@ -1,0 +1,101 @@
+"""A stored sweep continued with an edited spec: refused, naming what changed, unless asked for."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY_SPEC
+from sweeps import optuna_adapter as oa
+from sweeps.cli import UsageError
+from sweeps.cmd_run import check_continuation
+from sweeps.spec import parse_spec, spec_changes, spec_digest, spec_record, with_overrides
+
+
+def _spec(**edits: str):
+    text = TINY_SPEC.format(name="edit", run_cap=8, seed=0, epochs=60)
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    return parse_spec(text)
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """A journal holding sweep 'edit' as this spec created it."""
+    spec = _spec()
+    journal = str(tmp_path / "optuna.journal")
+    oa.open_study(spec, journal, spec_digest(spec))
+    return spec, journal
+
+
+def test_changes_are_named_with_both_values():
+    old = spec_record(_spec())
+    new = spec_record(_spec(**{"max: 0.1": "max: 0.3", "value: 60": "value: 90"}))
+    assert spec_changes(old, new) == ["parameters.lr.max: 0.1 -> 0.3", "parameters.epochs.value: 60 -> 90"]
+    assert spec_changes(old, old) == []
+
+
+def test_a_knob_set_where_its_default_was_and_an_added_stopping_rule_are_changes():
+    old = spec_record(_spec())
+    added = spec_record(_spec(**{"verify: gate": "verify: gate\nearly_terminate: {type: hyperband, min_iter: 20}",
+                                 "  restarts:": "  weight_decay: {value: 0.001}\n  restarts:"}))
+    assert spec_changes(old, added) == [
+        "parameters.weight_decay.value: 0.0 -> 0.001",  # the record holds every knob, defaults filled in
+        'early_terminate: - -> {"type": "hyperband", "min_iter": 20, "max_iter": 60, "eta": 3}']
+    assert spec_changes(added, old)[-1] == 'early_terminate: {"type": "hyperband", "min_iter": 20, "max_iter": 60, ' \
+                                           '"eta": 3} -> -'
+    searched = spec_record(_spec(**{"optimizer: {value: adam}": "optimizer: {values: [adam, sgd]}"}))
+    assert spec_changes(old, searched) == ['parameters.optimizer.value: "adam" -> -',
+                                           'parameters.optimizer.values: - -> ["adam", "sgd"]']
+
+
+def test_a_top_level_key_an_older_record_lacks_is_not_a_change():
+    """A later mlpsweep may add a key with its default: the user changed nothing."""
+    new = spec_record(_spec())
+    old = {k: v for k, v in new.items() if k != "verify"}
+    assert spec_changes(old, new) == []
+    assert spec_changes(new, old) == ["verify: \"gate\" -> -"]
+
+
+def test_run_cap_concurrency_and_device_are_not_part_of_the_trials():
+    spec = _spec()
+    more = with_overrides(spec, run_cap=50, concurrency=1)
+    assert spec_digest(more) == spec_digest(spec) and spec_changes(spec_record(spec), spec_record(more)) == []
+
+
+def test_an_edited_spec_is_refused_naming_the_edit(stored):
+    _, journal = stored
+    edited = _spec(**{"min: 0.005": "min: 0.0001"})
+    with pytest.raises(UsageError) as refused:
+        check_continuation(edited, journal)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("spec: the stored sweep 'edit' ran with another spec (")
+    assert "parameters.lr.min: 0.005 -> 0.0001" in message and "--allow-changed-spec" in message
+    check_continuation(with_overrides(stored[0], run_cap=20), journal)  # more trials of the same spec: fine
+
+
+def test_many_changes_are_summed_up_in_one_line(stored):
+    _, journal = stored
+    edited = _spec(**{"min: 0.005": "min: 0.0001", "max: 0.1": "max: 0.2", "min: 2": "min: 3", "max: 12": "max: 9",
+                      "value: 60": "value: 61", "seed: 0": "seed: 1"})
+    with pytest.raises(UsageError, match=r"\(seed: 0 -> 1; data.seed: 0 -> 1; .*; and 3 more\), and its trials"):
+        check_continuation(edited, journal)
+
+
+def test_a_new_sweep_or_an_older_mlpsweep_study_is_not_refused(tmp_path, stored):
+    check_continuation(_spec(), str(tmp_path / "absent.journal"))
+    assert not (tmp_path / "absent.journal").exists()
+    spec, journal = stored
+    check_continuation(parse_spec(TINY_SPEC.format(name="other", run_cap=8, seed=5, epochs=60)), journal)
+    study = oa.load_study("edit", journal)
+    study.set_user_attr(oa.SPEC_RECORD, None)  # as a study an mlpsweep without the record made
+    check_continuation(_spec(**{"min: 0.005": "min: 0.0001"}), journal)
+
+
+def test_continuing_with_the_edit_records_it_for_the_next_check(stored):
+    spec, journal = stored
+    edited = _spec(**{"min: 0.005": "min: 0.0001"})
+    oa.open_study(edited, journal, spec_digest(edited))  # what --allow-changed-spec lets the driver do
+    assert oa.stored_spec("edit", journal) == (spec_digest(edited), spec_record(edited))
+    check_continuation(edited, journal)
+    with pytest.raises(UsageError, match=r"parameters\.lr\.min: 0\.0001 -> 0\.005"):
+        check_continuation(spec, journal)
