@@ -29,6 +29,7 @@ def _status(args: argparse.Namespace) -> int:
     from sweeps import optuna_adapter as oa
     from sweeps.console import fmt, top_table
     from sweeps.driver import summarize
+    from sweeps.runlock import sweep_driver
     from sweeps.stores import open_stored_study, resolve_stores
 
     uri, storage = resolve_stores(args.tracking_uri, args.storage)
@@ -42,6 +43,9 @@ def _status(args: argparse.Namespace) -> int:
     parts = [f"{counts.get(s, 0)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")]
     out.print("trials: " + ", ".join(parts) + (f" ({interrupted} of the failed were interrupted and re-queued)"
                                                if interrupted else ""))
+    driver_line = _driver_line(sweep_driver(storage, args.name), counts.get("RUNNING", 0), args.name)
+    if driver_line:
+        out.print(driver_line)
     best = oa.best_trial(study)
     if best is not None:
         out.print(f"best: trial {best.number}, {metric} {fmt(best.value)}, test_mse "
@@ -52,3 +56,18 @@ def _status(args: argparse.Namespace) -> int:
     for s in failed[:5]:
         out.print(f"trial {s.number} failed: {s.reason}")
     return 0
+
+
+def _driver_line(driver: str | None, running: int, name: str) -> str | None:
+    """Whether the sweep's "running" trials are being run: by whom, or left by a stopped driver."""
+    from sweeps.runlock import UNKNOWN
+
+    if driver == UNKNOWN:
+        return None
+    if driver is not None:
+        return (f"driver: {driver} is running this sweep (its running trials include those asked and "
+                "waiting for a worker)")
+    if running:
+        return (f"driver: none is running this sweep; its {running} running trial(s) were left by a stopped "
+                f"driver, and 'mlpsweep run' of its spec queues them again")
+    return None

@@ -16,7 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["lock_path", "sweep_lock", "SweepRunning"]
+__all__ = ["lock_path", "sweep_lock", "sweep_driver", "SweepRunning", "UNKNOWN"]
+
+UNKNOWN = "unknown"  # sweep_driver's answer where no lock exists to ask (MySQL, no flock)
+# The session holding a sweep's advisory lock on PostgreSQL (its application_name), if any.
+_PG_HOLDER = ("SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+              "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+              "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+              "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = :k")
 
 
 class SweepRunning(RuntimeError):
@@ -71,13 +78,12 @@ def _database_lock(storage: str, sweep: str) -> Iterator[None]:
     if not storage.startswith("postgresql"):
         yield
         return
-    import hashlib
     import socket
 
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    key = int.from_bytes(hashlib.sha256(f"mlpsweep-driver:{sweep}".encode()).digest()[:8], "big", signed=True)
+    key = _pg_key(sweep)
     me = f"mlpsweep driver {socket.gethostname()} pid {os.getpid()}"[:63]
     try:
         engine = create_engine(storage, poolclass=NullPool, connect_args={"application_name": me})
@@ -87,11 +93,7 @@ def _database_lock(storage: str, sweep: str) -> Iterator[None]:
         return
     try:
         if not db.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-            holder = db.execute(text(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"), {"k": key}).scalar()
+            holder = db.execute(text(_PG_HOLDER), {"k": key}).scalar()
             raise SweepRunning(f"sweep {sweep} is already running with this storage (held by "
                                f"{holder or 'another connection'}); wait for it to end (mlpsweep status {sweep}), "
                                f"stop it, or give this spec another name")
@@ -99,6 +101,65 @@ def _database_lock(storage: str, sweep: str) -> Iterator[None]:
     finally:
         db.close()  # the server drops the lock with the session
         engine.dispose()
+
+
+def sweep_driver(storage: str, sweep: str) -> str | None:
+    """Who runs ``sweep`` on ``storage`` now, asked without taking the lock: ``"process PID"``
+    (a local storage) or the driver's PostgreSQL session name; None if no driver does;
+    :data:`UNKNOWN` where there is no lock to ask (MySQL, no ``flock``, a server not answering)."""
+    path = lock_path(storage, sweep)
+    if path is None:
+        return _pg_driver(storage, sweep) if storage.startswith("postgresql") else UNKNOWN
+    try:
+        import fcntl
+        fd = os.open(path, os.O_RDONLY)
+    except ImportError:
+        return UNKNOWN
+    except FileNotFoundError:
+        return None  # removed by the run that held it, at its end
+    try:
+        held = _flocked(os.fstat(fd))
+        if held is None:  # no /proc/locks: ask the kernel (a shared lock, released at once)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = False
+            except BlockingIOError:
+                held = True
+        return f"process {os.pread(fd, 32, 0).decode(errors='replace').strip() or UNKNOWN}" if held else None
+    finally:
+        os.close(fd)  # closing releases a shared lock taken above
+
+
+def _flocked(stat: os.stat_result) -> bool | None:
+    """Whether a process holds an ``flock`` on the file of ``stat``, from Linux's /proc/locks
+    (``1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``); None where it cannot be read."""
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    me = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    return any(f[1] == "FLOCK" and f[5] == me for f in (line.split() for line in table.splitlines()) if len(f) > 5)
+
+
+def _pg_driver(storage: str, sweep: str) -> str | None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(storage, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        with engine.connect() as db:
+            holder = db.execute(text(_PG_HOLDER), {"k": _pg_key(sweep)}).first()
+        engine.dispose()
+    except Exception:  # noqa: BLE001 - the server is the reading command's to report
+        return UNKNOWN
+    return None if holder is None else (holder[0] or "another connection")
+
+
+def _pg_key(sweep: str) -> int:
+    """The sweep's advisory lock key on PostgreSQL."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"mlpsweep-driver:{sweep}".encode()).digest()[:8], "big", signed=True)
 
 
 def _acquire(fcntl: object, path: Path, sweep: str) -> int:

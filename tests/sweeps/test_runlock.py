@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, postgres_databases, process_ended, run_cli, write_spec
-from sweeps.runlock import SweepRunning, lock_path, sweep_lock
+from sweeps.runlock import UNKNOWN, SweepRunning, lock_path, sweep_driver, sweep_lock
 
 HOLD = """\
 import sys, time
@@ -59,6 +60,44 @@ def test_a_second_driver_of_a_running_sweep_is_refused_until_the_first_is_gone(t
     assert not path.exists()
 
 
+def test_status_is_told_whether_a_driver_runs_the_sweep_without_taking_its_lock(tmp_path):
+    storage = str(tmp_path / "optuna.journal")
+    assert sweep_driver(storage, "s1") is None  # never run
+    holder = _holder(storage, "s1")
+    try:
+        for _ in range(2):  # asking twice: the first ask took nothing the driver holds
+            assert sweep_driver(storage, "s1") == f"process {holder.pid}"
+        assert sweep_driver(storage, "other") is None
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert (tmp_path / "optuna.journal.s1.lock").exists() and sweep_driver(storage, "s1") is None  # killed
+    assert sweep_driver("mysql://u@db/optuna", "s1") == UNKNOWN
+
+
+def test_status_says_who_runs_a_sweep_or_that_its_running_trials_were_left(tmp_path, capsys, monkeypatch):
+    from sweeps import optuna_adapter as oa
+    from sweeps.cli import main
+    from sweeps.spec import load_spec, spec_digest
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = load_spec(write_spec(tmp_path, name="left"))
+    storage = str(tmp_path / "optuna.journal")
+    oa.open_study(spec, storage, spec_digest(spec)).ask()  # a trial a driver asked for and never told
+    (tmp_path / "mlflow.db").touch()
+    assert main(["status", "left"]) == 0
+    assert "driver: none is running this sweep; its 1 running trial(s) were left by a stopped driver" in \
+        capsys.readouterr().out
+    holder = _holder(storage, "left")
+    try:
+        assert main(["status", "left"]) == 0
+        assert f"driver: process {holder.pid} is running this sweep" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_mlpsweep_run_of_a_running_sweep_exits_2_and_starts_nothing(tmp_path):
     spec = write_spec(tmp_path, name="busy", run_cap=2, epochs=5)
     holder = _holder(str(tmp_path / "optuna.journal"), "busy")
@@ -86,6 +125,8 @@ def test_on_postgresql_a_second_driver_is_refused_until_the_first_connection_is_
                     pass
             with sweep_lock(urls["optuna"], "other"):  # another sweep on the same database
                 pass
+            assert sweep_driver(urls["optuna"], "s1") == f"mlpsweep driver {socket.gethostname()} pid {holder.pid}"
+            assert sweep_driver(urls["optuna"], "other") is None
         finally:
             os.kill(holder.pid, signal.SIGKILL)
             holder.wait()
