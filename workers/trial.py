@@ -78,12 +78,15 @@ class TrialSession:
                 out.append(self._finish(number, pruned=True))
         if not self.open:
             return out
+        # A report at step e gives the MSE after e updates (the curves' point e): advancing to
+        # epoch index e + 1 evaluates the model after e updates (index e), as the curves do.
         every = self.configs[0].report_every
-        target = None if every <= 0 else self.trainer.epoch + every
+        target = None if every <= 0 else max(self.trainer.epoch, 1) + every
         budget = max(self.configs[ci].train.max_epochs for ci in self.open.values())
-        if target is not None and target >= budget:
+        if target is not None and target > budget:
             target = None  # the last chunk: on to the evaluation after the last update (advance's default)
         progress = self.trainer.advance(target)
+        step = progress.epoch - 1
         for number, ci in list(self.open.items()):
             config = self.configs[ci]
             if target is None or progress.done[ci] or progress.epoch > config.train.max_epochs:
@@ -92,8 +95,8 @@ class TrialSession:
             value = progress.val_mse[ci] if config.metric == "val_mse" else progress.train_mse[ci]
             value = _finite(value)
             if value is not None:
-                self.intermediate[number].append((progress.epoch, value))
-            out.append((number, progress.epoch, value))
+                self.intermediate[number].append((step, value))
+            out.append((number, step, value))
         return out
 
     def _finish(self, number: int, pruned: bool = False) -> TrialResult:

@@ -88,3 +88,23 @@ def test_reporting_to_a_pruner_every_k_epochs_changes_no_number(every):
         assert len(mine.train_curve) == 81 and mine.state == alone.state == "COMPLETE"
         for field in ("restart_train_mse", "restart_val_mse", "restart_status", "train_curve", "val_curve"):
             assert bits(getattr(mine, field)) == bits(getattr(alone, field)), (config.number, field)
+
+
+@pytest.mark.parametrize("every", [1, 20, 30])
+def test_an_intermediate_value_at_step_e_is_the_curve_at_step_e(every):
+    """What the pruner (and optuna-dashboard) sees at step e is the MSE after e updates: the
+    MLflow curve's point e, not the one before it."""
+    from dataclasses import replace
+
+    from workers.trial import DatasetCache, TrialResult, TrialSession
+
+    configs = [replace(_trial(n, lr, optimizer="adam", restarts=1), report_every=every)
+               for n, lr in enumerate([0.003, 0.03])]
+    session = TrialSession(configs, DatasetCache().get(configs[0].data))
+    finished: dict[int, TrialResult] = {}
+    while len(finished) < len(configs):
+        finished.update((out.number, out) for out in session.advance() if isinstance(out, TrialResult))
+    for result in finished.values():
+        steps = [step for step, _ in result.intermediate]
+        assert steps == list(range(every, 80, every))
+        assert bits([v for _, v in result.intermediate]) == bits([result.val_curve[s] for s in steps])
