@@ -212,6 +212,9 @@ class RunWriter:
             self.parent_run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":
                 self.client.update_run(self.parent_run_id, status="RUNNING")
+            # The spec this run continues with (a larger run_cap, an edit it was allowed): the
+            # report and the dashboard show what the sweep is now. Params keep their first values.
+            self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
             self.stored = self._stored_trials()
             return self.parent_run_id, True
         run = self.client.create_run(

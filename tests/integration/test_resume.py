@@ -76,4 +76,9 @@ def test_an_edited_spec_is_refused_before_anything_starts_unless_allowed(tmp_pat
     run_cli("run", str(spec), "--quiet", "--ray-address", "none", "--allow-changed-spec", cwd=tmp_path)
     study = stored_study(tmp_path, "edited")
     assert len(study.trials) == 3 and study.trials[-1].params["lr"] <= 0.5
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.search_runs([client.get_experiment_by_name("edited").experiment_id],
+                                "tags.`mlpsweep.kind` = 'sweep'")[0]
+    shown = (Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path / "got")))).read_text()
+    assert "max: 0.5" in shown and "run_cap: 3" in shown  # the parent run shows the spec the sweep has now
     run_cli("run", str(spec), "--quiet", "--ray-address", "none", cwd=tmp_path)  # the edit is the spec now
