@@ -38,7 +38,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["Standardization", "Dataset", "Arrays", "BUILTIN_DATASETS", "load_arrays", "load_dataset"]
+__all__ = ["Standardization", "Dataset", "Arrays", "BUILTIN_DATASETS", "DataError", "load_arrays", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -287,24 +287,57 @@ def _read_table(path_like: str | os.PathLike[str], field: str) -> _Table:
     return table
 
 
-def _column(table: _Table, name: str, field: str) -> np.ndarray:
-    """One named column as float64, with every cell numeric and finite."""
-    if name not in table.columns:
-        raise ValueError(f"{field}: column {name!r} not in {table.source}; "
-                         f"available: {', '.join(table.columns)}")
+class DataError(ValueError):
+    """Every problem found in a data file, one line each (``problems``), naming the spec field."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def _columns(table: _Table, wanted: Sequence[tuple[str, Sequence[str]]]) -> dict[str, np.ndarray]:
+    """The named columns (``(field, names)`` pairs) as float64, every cell numeric and finite.
+
+    Raises:
+        DataError: every missing column (one line per field) and every bad column (its first bad
+            cell and how many there are), so one fix of the file answers them all.
+    """
+    problems: list[str] = []
+    for field, names in wanted:
+        missing = [n for n in names if n not in table.columns]
+        if missing:
+            what = f"column {missing[0]!r}" if len(missing) == 1 else f"columns {', '.join(map(repr, missing))}"
+            problems.append(f"{field}: {what} not in {table.source}; available: {', '.join(table.columns)}")
+    out: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys(n for _, names in wanted for n in names if n in table.columns):
+        try:
+            out[name] = _column(table, name)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DataError(problems)
+    return out
+
+
+def _column(table: _Table, name: str) -> np.ndarray:
+    """One column of ``table`` as float64, with every cell numeric and finite."""
     raw = table.columns[name]
     if raw.ndim != 1:
         raise ValueError(f"{table.field}: array {name!r} in {table.source} must be 1-D, got {raw.shape}")
     lines = table.lines
     where = (lambda i: f"row {i + 1} (line {lines[i]})") if lines else (lambda i: f"index {i}")
+    more = lambda n: f" ({n} such rows in all)" if n > 1 else ""  # noqa: E731
     if raw.dtype.kind in "US":
         values = np.empty(len(raw))
+        wrong: list[int] = []
         for i, cell in enumerate(raw):
             try:
                 values[i] = float(cell)
             except ValueError:
-                raise ValueError(f"{table.field}: non-numeric value {str(cell)!r} in {table.source}, "
-                                 f"column {name!r}, {where(i)}") from None
+                wrong.append(i)
+        if wrong:
+            raise ValueError(f"{table.field}: non-numeric value {str(raw[wrong[0]])!r} in {table.source}, "
+                             f"column {name!r}, {where(wrong[0])}{more(len(wrong))}")
     elif raw.dtype.kind in "biuf":
         values = raw.astype(np.float64)
     else:
@@ -313,7 +346,7 @@ def _column(table: _Table, name: str, field: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ValueError(f"{table.field}: column {name!r} in {table.source} has a non-finite value "
-                         f"({values[bad[0]]}) at {where(int(bad[0]))}; remove or fill it")
+                         f"({values[bad[0]]}) at {where(int(bad[0]))}{more(bad.size)}; remove or fill it")
     return values
 
 
@@ -344,8 +377,8 @@ def _from_files(path: str | os.PathLike[str], test_path: str | os.PathLike[str] 
                          f"data.features; a column is either a feature or a target")
 
     def arrays(table: _Table) -> tuple[np.ndarray, np.ndarray]:
-        x_cols = [_column(table, c, "data.features") for c in feats]
-        y_cols = [_column(table, c, "data.targets") for c in targs]
+        columns = _columns(table, [("data.features", feats), ("data.targets", targs)])
+        x_cols, y_cols = [columns[c] for c in feats], [columns[c] for c in targs]
         lengths = {c: len(a) for c, a in zip(feats + targs, x_cols + y_cols)}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"{table.field}: columns of {table.source} differ in length: {lengths}")

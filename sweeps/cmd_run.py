@@ -94,15 +94,18 @@ def check_data(spec: Any) -> None:
     """Load the spec's dataset once (a file: read and checked), as arrays: no torch here.
 
     Raises:
-        UsageError: the first problem with the data, naming the field to change.
+        UsageError: the problems with the data (every column's of a file), one per line, each
+            naming the field to change.
     """
     from sweeps.cli import UsageError
-    from models.data import load_arrays
+    from models.data import DataError, load_arrays
     from sweeps.driver import data_config
 
     dc = data_config(spec)
     try:
         load_arrays(dc.dataset, **dc.load_kwargs())
+    except DataError as exc:
+        raise UsageError("\n".join(exc.problems)) from None
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
 

@@ -460,3 +460,34 @@ def test_arrays_are_the_dataset_before_its_tensors(name):
     for array, tensor in zip(arrays.splits, tensors, strict=True):
         assert torch.equal(torch.tensor(array, dtype=torch.float32), tensor)
     assert (arrays.standardization is None) == (ds.standardization is None)
+
+
+def test_every_column_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    """One fix of the file, not one run per problem: missing columns of both fields, and each bad
+    column's first bad cell with how many there are."""
+    from models.data import DataError
+
+    path = write_csv(tmp_path / "d.csv", ["x", "y", "w"], [[1, 2, 1], [2, "abc", 1], ["q", "", 1], [4, 5, 1]])
+    with pytest.raises(DataError) as err:
+        load_dataset(path, features=["x", "z", "v"], targets=["y", "u"])
+    assert err.value.problems == [
+        "data.features: columns 'z', 'v' not in d.csv; available: x, y, w",
+        "data.targets: column 'u' not in d.csv; available: x, y, w",
+        "data.dataset: non-numeric value 'q' in d.csv, column 'x', row 3 (line 4)",
+        "data.dataset: non-numeric value 'abc' in d.csv, column 'y', row 2 (line 3) (2 such rows in all)",
+    ]
+    assert str(err.value) == "\n".join(err.value.problems)
+
+
+def test_the_run_command_names_every_problem_of_the_data_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    from sweeps.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_csv(tmp_path / "d.csv", ["x", "y"], [[1, 2], [2, "nan"], [3, "inf"]])
+    (tmp_path / "s.yaml").write_text("name: f\ndata: {dataset: d.csv, features: [x, z]}\nparameters: {width: {value: 4}}\n")
+    assert main(["run", "s.yaml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mlpsweep run: error: data.features: column 'z' not in d.csv; available: x, y",
+        "mlpsweep run: error: data.dataset: column 'y' in d.csv has a non-finite value (nan) at row 2 (line 3) "
+        "(2 such rows in all); remove or fill it"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "s.yaml"]
