@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["register", "export_best", "CONFIG_FILE"]
 
@@ -37,8 +38,6 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         CheckpointError: the downloaded checkpoint does not match its recorded digest or is not a
             plain state dict.
     """
-    import tempfile
-
     from models.checkpoint import load_checkpoint, load_state_dict, save_checkpoint
     from sweeps import optuna_adapter as oa
     from sweeps.cli import UsageError, output_folder
@@ -69,11 +68,6 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         local = client.download_artifacts(run.info.run_id, "checkpoint", tmp)
         model = load_checkpoint(local, expected_sha256=sha)  # refuses a changed or crafted file
         extra = load_state_dict(local, expected_sha256=sha)[1].get("extra") or {}
-        state = {k: v.detach() for k, v in model.state_dict().items()}
-        try:
-            save_checkpoint(out, state, list(model.sizes), model.activation.name, extra=extra or None)
-        except OSError as exc:
-            raise UsageError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
     config = {
         "sweep": name,
         "trial": best.number,
@@ -85,8 +79,40 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
         "checkpoint_sha256": sha,
         **data_of(extra.get("data")),
     }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def write(staged: Path) -> None:
+        save_checkpoint(staged, state, list(model.sizes), model.activation.name, extra=extra or None)
+        (staged / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+
+    try:
+        _write_whole(out, write)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
+    """``write`` the export into a folder staged inside ``out``, then move its files into place:
+    a failure on the way (a full disk) leaves an earlier export whole, and a folder this created
+    removed."""
+    import os
+    import shutil
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
+        try:
+            write(staged)
+            for path in sorted(staged.iterdir()):
+                os.replace(path, out / path.name)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def refuse_replacing(out: Path) -> None:

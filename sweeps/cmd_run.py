@@ -130,22 +130,22 @@ def execute(spec: Any, *, tracking_uri: str | None, storage: str | None, ray_add
     storage = storage or default_storage(tracking_uri)
     try:
         with sweep_lock(storage, spec.name):
-            if not allow_changed_spec:
-                check_continuation(spec, storage)
+            check_continuation(spec, storage, allow_changed_spec)
             return _execute(spec, tracking_uri=tracking_uri, storage=storage, ray_address=ray_address,
                             quiet=quiet, report=report)
     except SweepRunning as exc:
         raise UsageError(str(exc)) from None
 
 
-def check_continuation(spec: Any, storage: str) -> None:
+def check_continuation(spec: Any, storage: str, allow_changed: bool = False) -> None:
     """Refuse to continue sweep ``spec.name`` stored in ``storage`` with a spec that defines other
-    trials than the one it ran with (:func:`sweeps.spec.spec_changes`), naming the changes. A new
-    sweep costs nothing here: no storage file, no Optuna import. A study from an mlpsweep that did
-    not record its spec continues (with Optuna's warning from the driver).
+    trials than the one it ran with (:func:`sweeps.spec.spec_changes`), naming the changes, unless
+    ``allow_changed``; and always with a parameter its trials sampled otherwise (another list of
+    values, log against linear: :func:`sweeps.optuna_adapter.incompatible_params`), which Optuna
+    cannot continue. A new sweep costs nothing here: no storage file, no Optuna import.
 
     Raises:
-        UsageError: the spec was edited; the message says how to start anew or continue anyway.
+        UsageError: the edit is refused; the message says how to start anew (or continue anyway).
     """
     from sweeps.cli import UsageError
     from tracking.sweep import sqlite_path
@@ -155,18 +155,27 @@ def check_continuation(spec: Any, storage: str) -> None:
         if local is None or not local.is_file():
             return
     from sweeps import optuna_adapter as oa
-    from sweeps.spec import spec_changes, spec_digest, spec_record
+    from sweeps.spec import default_record, spec_changes, spec_digest, spec_record
 
     stored = oa.stored_spec(spec.name, storage)
-    if stored is None or stored[1] is None or stored[0] == spec_digest(spec):
+    if stored is None or stored.digest == spec_digest(spec):
         return
-    changes = spec_changes(stored[1], spec_record(spec))
-    if not changes:
+    fresh = "give this spec another name to start a new sweep"
+    clash = oa.incompatible_params(stored, spec)
+    if clash:
+        raise UsageError(f"spec: the stored sweep {spec.name!r} sampled a parameter otherwise ({_listed(clash)}), "
+                         f"and Optuna cannot change that within one study; {fresh}")
+    if allow_changed or stored.record is None:  # an older mlpsweep's study: which keys changed is unknown
         return
-    shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
-    raise UsageError(f"spec: the stored sweep {spec.name!r} ran with another spec ({shown}), and its trials "
-                     "and these would share one study and one best; give this spec another name to start a "
-                     "new sweep, or pass --allow-changed-spec to continue this one with it")
+    changes = spec_changes(stored.record, spec_record(spec), default_record(spec))
+    if changes:
+        raise UsageError(f"spec: the stored sweep {spec.name!r} ran with another spec ({_listed(changes)}), and its "
+                         f"trials and these would share one study and one best; {fresh}, or pass "
+                         "--allow-changed-spec to continue this one with it")
+
+
+def _listed(items: list[str], most: int = 4) -> str:
+    return "; ".join(items[:most]) + (f"; and {len(items) - most} more" if len(items) > most else "")
 
 
 def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: str | None,

@@ -11,6 +11,7 @@ import math
 import uuid
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ __all__ = [
     "STUDY_UID",
     "SPEC_DIGEST",
     "SPEC_RECORD",
+    "StoredSpec",
     "stored_spec",
+    "incompatible_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -288,17 +291,60 @@ def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:
         log.warning("sweep %s: the spec changed since the study was created; continuing the same study", spec.name)
         study.set_user_attr(SPEC_DIGEST, digest)
         study.set_user_attr(SPEC_RECORD, spec_record(spec))
+    elif attrs.get(SPEC_RECORD) is None:  # a study an older mlpsweep made: recorded now, to name later edits
+        study.set_user_attr(SPEC_RECORD, spec_record(spec))
     return study
 
 
-def stored_spec(name: str, storage: str) -> tuple[str | None, dict[str, Any] | None] | None:
-    """The spec digest and record the stored study of sweep ``name`` last ran with (None for
-    either where an older mlpsweep did not store it); None if there is no such study."""
+@dataclass(frozen=True)
+class StoredSpec:
+    """What a stored study says of the spec it ran with: its digest and record (None where an
+    older mlpsweep did not store them) and every distribution its trials sampled, per parameter."""
+
+    digest: str | None
+    record: dict[str, Any] | None
+    distributions: dict[str, list[BaseDistribution]]
+
+
+def stored_spec(name: str, storage: str) -> StoredSpec | None:
+    """The stored study of sweep ``name`` as :class:`StoredSpec`; None if there is no such study."""
     try:
-        attrs = load_study(name, storage).user_attrs
+        study = load_study(name, storage)
     except KeyError:
         return None
-    return attrs.get(SPEC_DIGEST), attrs.get(SPEC_RECORD)
+    seen: dict[str, list[BaseDistribution]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for param, dist in trial.distributions.items():
+            if dist not in seen.setdefault(param, []):
+                seen[param].append(dist)
+    attrs = study.user_attrs
+    return StoredSpec(attrs.get(SPEC_DIGEST), attrs.get(SPEC_RECORD), seen)
+
+
+def incompatible_params(stored: StoredSpec, spec: SweepSpec) -> list[str]:
+    """The searched parameters of ``spec`` that Optuna cannot sample in the stored study, whose
+    trials sampled them otherwise (another list of values, log against linear, integers against
+    floats or values), as ``parameters.NAME: stored -> new``. A new range of the same kind is fine."""
+    from optuna.distributions import check_distribution_compatibility
+
+    out = []
+    for name, dim in spec.parameters.items():
+        new = to_distribution(dim)
+        for old in stored.distributions.get(name, []) if new is not None else []:
+            try:
+                check_distribution_compatibility(old, new)
+            except ValueError:
+                out.append(f"parameters.{name}: {_describe(old)} -> {_describe(new)}")
+                break
+    return out
+
+
+def _describe(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return f"values {list(dist.choices)}"
+    assert isinstance(dist, (IntDistribution, FloatDistribution))
+    kind = "integers" if isinstance(dist, IntDistribution) else "numbers"
+    return f"{kind} {dist.low:g}..{dist.high:g}{' on a log scale' if dist.log else ''}"
 
 
 def load_study(name: str, storage: str) -> optuna.Study:

@@ -12,9 +12,10 @@ when that connection ends, a killed driver's included. MySQL storages and machin
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 __all__ = ["lock_path", "sweep_lock", "sweep_driver", "SweepRunning", "UNKNOWN"]
 
@@ -33,10 +34,12 @@ class SweepRunning(RuntimeError):
 def lock_path(storage: str, sweep: str) -> Path | None:
     """The lock file of ``sweep`` on ``storage`` (a journal path or a ``sqlite:///`` URL); None
     for a database server's URL."""
-    if storage.startswith("sqlite:///"):
-        base = Path(storage[len("sqlite:///"):])
-    elif "://" in storage:
-        return None
+    from tracking.sweep import sqlite_path
+
+    if "://" in storage:
+        base = sqlite_path(storage)
+        if base is None:
+            return None
     else:
         base = Path(storage)
     return base.with_name(f"{base.name}.{sweep}.lock")
@@ -104,41 +107,35 @@ def _database_lock(storage: str, sweep: str) -> Iterator[None]:
 
 
 def sweep_driver(storage: str, sweep: str) -> str | None:
-    """Who runs ``sweep`` on ``storage`` now, asked without taking the lock: ``"process PID"``
-    (a local storage) or the driver's PostgreSQL session name; None if no driver does;
-    :data:`UNKNOWN` where there is no lock to ask (MySQL, no ``flock``, a server not answering)."""
+    """Who runs ``sweep`` on ``storage`` now: ``"process PID"`` (a local storage) or the driver's
+    PostgreSQL session name; None if no driver does; :data:`UNKNOWN` where there is no lock to
+    ask (MySQL, no ``flock``, a lock file it may not read, a server not answering).
+
+    A local lock is asked by taking it shared for an instant (the kernel's answer, whatever the
+    file system or container); a driver starting in that instant waits for it (:func:`_acquire`).
+    """
     path = lock_path(storage, sweep)
     if path is None:
         return _pg_driver(storage, sweep) if storage.startswith("postgresql") else UNKNOWN
     try:
         import fcntl
-        fd = os.open(path, os.O_RDONLY)
     except ImportError:
         return UNKNOWN
+    try:
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None  # removed by the run that held it, at its end
-    try:
-        held = _flocked(os.fstat(fd))
-        if held is None:  # no /proc/locks: ask the kernel (a shared lock, released at once)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                held = False
-            except BlockingIOError:
-                held = True
-        return f"process {os.pread(fd, 32, 0).decode(errors='replace').strip() or UNKNOWN}" if held else None
-    finally:
-        os.close(fd)  # closing releases a shared lock taken above
-
-
-def _flocked(stat: os.stat_result) -> bool | None:
-    """Whether a process holds an ``flock`` on the file of ``stat``, from Linux's /proc/locks
-    (``1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``); None where it cannot be read."""
-    try:
-        table = Path("/proc/locks").read_text()
     except OSError:
-        return None
-    me = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
-    return any(f[1] == "FLOCK" and f[5] == me for f in (line.split() for line in table.splitlines()) if len(f) > 5)
+        return UNKNOWN
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # closing the file below releases it
+    except BlockingIOError:
+        return f"process {os.pread(fd, 32, 0).decode(errors='replace').strip() or UNKNOWN}"
+    except OSError:
+        return UNKNOWN
+    finally:
+        os.close(fd)
 
 
 def _pg_driver(storage: str, sweep: str) -> str | None:
@@ -155,6 +152,24 @@ def _pg_driver(storage: str, sweep: str) -> str | None:
     return None if holder is None else (holder[0] or "another connection")
 
 
+def _lock_soon(fcntl: Any, fd: int, patience: float = 0.25) -> None:
+    """``flock`` ``fd`` exclusively, trying again for ``patience`` seconds: ``mlpsweep status``
+    holds the lock shared for an instant to ask (:func:`sweep_driver`), a driver for its whole run.
+
+    Raises:
+        BlockingIOError: still held after ``patience`` seconds.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _pg_key(sweep: str) -> int:
     """The sweep's advisory lock key on PostgreSQL."""
     import hashlib
@@ -168,7 +183,7 @@ def _acquire(fcntl: object, path: Path, sweep: str) -> int:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[attr-defined]
+            _lock_soon(fcntl, fd)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)

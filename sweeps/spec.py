@@ -76,6 +76,7 @@ __all__ = [
     "MAX_GRID_VALUES",
     "DIGEST_EXCLUDES",
     "spec_record",
+    "default_record",
     "spec_changes",
     "PARAM_KEYS",
     "DISTRIBUTIONS",
@@ -1238,9 +1239,20 @@ def spec_to_yaml(spec: SweepSpec) -> str:
 
 
 def spec_record(spec: SweepSpec) -> dict[str, Any]:
-    """What defines a sweep's trials: the canonical form without :data:`DIGEST_EXCLUDES` (JSON
-    data; the study stores it to say later what an edited spec changed)."""
-    return json.loads(json.dumps({k: v for k, v in spec_to_dict(spec).items() if k not in DIGEST_EXCLUDES}))
+    """What defines a sweep's trials: the canonical form without :data:`DIGEST_EXCLUDES` nor
+    ``metric.target`` (which decides when the sweep stops, not what a trial is); JSON data, which
+    the study stores to say later what an edited spec changed."""
+    return _without_target(json.loads(json.dumps(
+        {k: v for k, v in spec_to_dict(spec).items() if k not in DIGEST_EXCLUDES})))
+
+
+def default_record(spec: SweepSpec) -> dict[str, Any]:
+    """The :func:`spec_record` of a spec on the same data that sets nothing else: every default."""
+    try:
+        return spec_record(spec_from_dict({"name": spec.name, "data": {"dataset": spec.data.dataset},
+                                           "parameters": {}}))
+    except SpecError:
+        return {}
 
 
 def spec_digest(spec: SweepSpec) -> str:
@@ -1253,21 +1265,29 @@ def spec_digest(spec: SweepSpec) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[str]:
     """What an edited spec changed, as ``path: old -> new`` (``-`` for absent), from two
-    :func:`spec_record`\ s. A top-level key the old record lacks is one a later mlpsweep added
-    with its default, not the user's change, and is left out (``early_terminate`` aside: it is
-    recorded only when set)."""
-    def walk(a: Any, b: Any, path: str, top: bool) -> list[str]:
+    :func:`spec_record`\\ s. A key the old record lacks whose new value is its default (in
+    ``defaults``, :func:`default_record`) is one a later mlpsweep added, not the user's change,
+    and is left out; so is ``metric.target``, which older records hold."""
+    def walk(a: Any, b: Any, d: Any, path: str) -> list[str]:
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            keys = list(a) + [k for k in b if k not in a and (not top or k == "early_terminate")]
-            return [line for k in keys for line in walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{path}{k}.", False)]
+            d = d if isinstance(d, Mapping) else {}
+            return [line for k in list(a) + [k for k in b if k not in a and b[k] != d.get(k, _ABSENT)]
+                    for line in walk(a.get(k, _ABSENT), b.get(k, _ABSENT), d.get(k, _ABSENT), f"{path}{k}.")]
         if a == b:
             return []
         show = lambda v: "-" if v is _ABSENT else json.dumps(v, ensure_ascii=False)  # noqa: E731
         return [f"{path[:-1]}: {show(a)} -> {show(b)}"]
 
-    return walk(old, new, "", True)
+    return walk(_without_target(old), _without_target(new), defaults or {}, "")
+
+
+def _without_target(record: Mapping[str, Any]) -> dict[str, Any]:
+    metric = record.get("metric")
+    if not isinstance(metric, Mapping) or "target" not in metric:
+        return dict(record)
+    return {**record, "metric": {k: v for k, v in metric.items() if k != "target"}}
 
 
 _ABSENT = object()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL; None for any other URL or path."""
-    if not uri.startswith("sqlite:///"):
+    """The file of a ``sqlite:///`` URL (``sqlite+DRIVER:///`` too); None for any other URL or path."""
+    found = re.match(r"sqlite(\+\w+)?:///", uri, re.IGNORECASE)
+    if found is None:
         return None
-    return Path(uri[len("sqlite:///"):]).expanduser()
+    return Path(uri[found.end():]).expanduser()
 
 
 def default_storage(tracking_uri: str | None) -> str:

@@ -7,7 +7,7 @@ from conftest import TINY_SPEC
 from sweeps import optuna_adapter as oa
 from sweeps.cli import UsageError
 from sweeps.cmd_run import check_continuation
-from sweeps.spec import parse_spec, spec_changes, spec_digest, spec_record, with_overrides
+from sweeps.spec import default_record, parse_spec, spec_changes, spec_digest, spec_record, with_overrides
 
 
 def _spec(**edits: str):
@@ -48,12 +48,26 @@ def test_a_knob_set_where_its_default_was_and_an_added_stopping_rule_are_changes
                                            'parameters.optimizer.values: - -> ["adam", "sgd"]']
 
 
-def test_a_top_level_key_an_older_record_lacks_is_not_a_change():
-    """A later mlpsweep may add a key with its default: the user changed nothing."""
-    new = spec_record(_spec())
+def test_a_key_an_older_record_lacks_is_no_change_where_it_holds_its_default():
+    """A later mlpsweep may add a setting, at any depth, with its default: the user changed nothing."""
+    spec = _spec()
+    new, defaults = spec_record(spec), default_record(spec)
     old = {k: v for k, v in new.items() if k != "verify"}
-    assert spec_changes(old, new) == []
-    assert spec_changes(new, old) == ["verify: \"gate\" -> -"]
+    old["parameters"] = {k: v for k, v in new["parameters"].items() if k not in ("momentum", "tol")}
+    old["data"] = {k: v for k, v in new["data"].items() if k != "standardize"}
+    assert spec_changes(old, new, defaults) == []
+    assert spec_changes(new, old, defaults) == ['data.standardize: false -> -', 'parameters.momentum: {"value": 0.0} -> -',
+                                                'parameters.tol: {"value": 1e-06} -> -', 'verify: "gate" -> -']
+    edited = spec_record(_spec(**{"  restarts:": "  momentum: {value: 0.5}\n  restarts:"}))
+    assert spec_changes(old, edited, defaults) == ['parameters.momentum: - -> {"value": 0.5}']  # not a default
+
+
+def test_the_target_decides_when_to_stop_not_what_a_trial_is():
+    spec = _spec()
+    aimed = _spec(**{"goal: minimize}": "goal: minimize, target: 0.01}"})
+    assert spec_digest(aimed) == spec_digest(spec) and "target" not in spec_record(aimed)["metric"]
+    older = {**spec_record(spec), "metric": {"name": "val_mse", "goal": "minimize", "target": 0.5}}
+    assert spec_changes(older, spec_record(aimed)) == []  # a record written before the target was left out
 
 
 def test_run_cap_concurrency_and_device_are_not_part_of_the_trials():
@@ -95,7 +109,49 @@ def test_continuing_with_the_edit_records_it_for_the_next_check(stored):
     spec, journal = stored
     edited = _spec(**{"min: 0.005": "min: 0.0001"})
     oa.open_study(edited, journal, spec_digest(edited))  # what --allow-changed-spec lets the driver do
-    assert oa.stored_spec("edit", journal) == (spec_digest(edited), spec_record(edited))
+    stored_now = oa.stored_spec("edit", journal)
+    assert (stored_now.digest, stored_now.record) == (spec_digest(edited), spec_record(edited))
     check_continuation(edited, journal)
     with pytest.raises(UsageError, match=r"parameters\.lr\.min: 0\.0001 -> 0\.005"):
         check_continuation(spec, journal)
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"activation: {values: [tanh, sigmoid]}": "activation: {values: [tanh, relu]}"},
+     "parameters.activation: values ['tanh', 'sigmoid'] -> values ['tanh', 'relu']"),
+    ({"lr: {distribution: log_uniform_values, min: 0.005, max: 0.1}": "lr: {min: 0.005, max: 0.1}"},
+     "parameters.lr: numbers 0.005..0.1 on a log scale -> numbers 0.005..0.1"),
+    ({"width: {min: 2, max: 12}": "width: {values: [2, 4, 8]}"}, "parameters.width: integers 2..12 -> values [2, 4, 8]"),
+])
+def test_an_edit_optuna_cannot_continue_is_refused_even_when_allowed(stored, edit, named):
+    """Optuna refuses to sample a parameter of a study otherwise than its trials did: the run
+    crashed on its first trial and left it RUNNING for every later run to crash on again."""
+    spec, journal = stored
+    oa.open_study(spec, journal, spec_digest(spec)).ask()  # a trial that sampled the stored spec
+    study = oa.load_study("edit", journal)
+    trial = study.ask()
+    oa.suggest_params(trial, spec)
+    for allowed in (False, True):
+        with pytest.raises(UsageError) as refused:
+            check_continuation(_spec(**edit), journal, allowed)
+        assert str(refused.value) == (f"spec: the stored sweep 'edit' sampled a parameter otherwise ({named}), and "
+                                      "Optuna cannot change that within one study; give this spec another name to "
+                                      "start a new sweep")
+    check_continuation(_spec(**{"max: 12": "max: 30"}), journal, allow_changed=True)  # a wider range: fine
+
+
+def test_a_sqlite_storage_with_a_driver_is_checked_too(tmp_path):
+    spec = _spec()
+    storage = f"sqlite+pysqlite:///{tmp_path}/optuna.db"
+    oa.open_study(spec, storage, spec_digest(spec))
+    with pytest.raises(UsageError, match=r"parameters\.lr\.min: 0\.005 -> 0\.0001"):
+        check_continuation(_spec(**{"min: 0.005": "min: 0.0001"}), storage)
+
+
+def test_a_study_from_before_the_record_gets_one_when_continued(stored):
+    spec, journal = stored
+    study = oa.load_study("edit", journal)
+    study.set_user_attr(oa.SPEC_RECORD, None)
+    assert oa.stored_spec("edit", journal).record is None
+    oa.open_study(spec, journal, spec_digest(spec))  # the same spec, continued by this mlpsweep
+    assert oa.stored_spec("edit", journal).record == spec_record(spec)

@@ -36,6 +36,7 @@ def _holder(storage: str, sweep: str) -> subprocess.Popen:
 def test_lock_files_sit_beside_a_local_storage_only(tmp_path):
     assert lock_path(f"{tmp_path}/optuna.journal", "s1") == tmp_path / "optuna.journal.s1.lock"
     assert lock_path(f"sqlite:///{tmp_path}/optuna.db", "s1") == tmp_path / "optuna.db.s1.lock"
+    assert lock_path(f"sqlite+pysqlite:///{tmp_path}/optuna.db", "s1") == tmp_path / "optuna.db.s1.lock"
     assert lock_path("postgresql://postgres@127.0.0.1/db", "s1") is None
     with sweep_lock("postgresql://postgres@127.0.0.1/db", "s1") as path:
         assert path is None
@@ -73,6 +74,32 @@ def test_status_is_told_whether_a_driver_runs_the_sweep_without_taking_its_lock(
         holder.wait()
     assert (tmp_path / "optuna.journal.s1.lock").exists() and sweep_driver(storage, "s1") is None  # killed
     assert sweep_driver("mysql://u@db/optuna", "s1") == UNKNOWN
+
+
+def test_a_driver_starting_while_status_asks_waits_for_the_answer(tmp_path):
+    """status takes the lock shared for an instant: a run starting in that instant is not refused."""
+    import fcntl
+    import threading
+
+    storage = str(tmp_path / "optuna.journal")
+    path = lock_path(storage, "s1")
+    path.write_text("")
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.1, os.close, [fd]).start()
+    with sweep_lock(storage, "s1") as held:
+        assert held == path and sweep_driver(storage, "s1") == f"process {os.getpid()}"
+
+
+def test_a_lock_file_status_may_not_read_is_unknown_not_a_crash(tmp_path, monkeypatch):
+    storage = str(tmp_path / "optuna.journal")
+    lock_path(storage, "s1").write_text("123\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", refuse)
+    assert sweep_driver(storage, "s1") == UNKNOWN
 
 
 def test_status_says_who_runs_a_sweep_or_that_its_running_trials_were_left(tmp_path, capsys, monkeypatch):

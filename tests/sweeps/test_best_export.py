@@ -1,0 +1,34 @@
+"""`mlpsweep best --out DIR` writes its export whole or not at all."""
+from __future__ import annotations
+
+import pytest
+
+from sweeps.cmd_best import _write_whole
+
+
+def _half(staged):
+    (staged / "model.pt").write_text("new")
+    raise OSError(28, "No space left on device")
+
+
+def test_a_failed_export_leaves_the_earlier_one_whole_and_a_new_folder_gone(tmp_path):
+    out = tmp_path / "best"
+    out.mkdir()
+    (out / "model.pt").write_text("old")
+    (out / "config.json").write_text("old")
+    with pytest.raises(OSError):
+        _write_whole(out, _half)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "old", "config.json": "old"}
+    fresh = tmp_path / "fresh"
+    with pytest.raises(OSError):
+        _write_whole(fresh, _half)
+    assert not fresh.exists()
+
+
+def test_a_written_export_replaces_its_files_and_leaves_no_staging_folder(tmp_path):
+    out = tmp_path / "best"
+    out.mkdir()
+    (out / "model.pt").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    _write_whole(out, lambda staged: (staged / "model.pt").write_text("new"))
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "new", "notes.txt": "mine"}
