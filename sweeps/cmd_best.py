@@ -105,8 +105,8 @@ def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
         staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
         try:
             write(staged)
-            for path in sorted(staged.iterdir()):
-                os.replace(path, out / path.name)
+            for path in sorted(staged.iterdir(), key=lambda p: (p.name == CONFIG_FILE, p.name)):
+                os.replace(path, out / path.name)  # config.json last: it names a whole export
         finally:
             shutil.rmtree(staged, ignore_errors=True)
     except BaseException:
@@ -129,11 +129,10 @@ def refuse_replacing(out: Path) -> None:
         return
     try:
         config = json.loads((out / CONFIG_FILE).read_text())
-        what = f"sweep {config['sweep']!r}, trial {config['trial']}"
+        what = f"an export (sweep {config['sweep']!r}, trial {config['trial']})"
     except (OSError, ValueError, TypeError, KeyError):
-        what = ", ".join(held)
-    raise UsageError(f"--out: {out} already holds an export ({what}); pass --force to replace it, "
-                     "or name another folder")
+        what = f"{', '.join(held)}, which an export would replace"
+    raise UsageError(f"--out: {out} already holds {what}; pass --force to replace it, or name another folder")
 
 
 def data_of(data: dict[str, Any] | None) -> dict[str, Any]:

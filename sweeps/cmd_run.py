@@ -142,7 +142,8 @@ def check_continuation(spec: Any, storage: str, allow_changed: bool = False) -> 
     trials than the one it ran with (:func:`sweeps.spec.spec_changes`), naming the changes, unless
     ``allow_changed``; and always with a parameter its trials sampled otherwise (another list of
     values, log against linear: :func:`sweeps.optuna_adapter.incompatible_params`), which Optuna
-    cannot continue. A new sweep costs nothing here: no storage file, no Optuna import.
+    cannot continue, or a grid sweep with other points. A new sweep costs nothing here: no storage
+    file, no Optuna import.
 
     Raises:
         UsageError: the edit is refused; the message says how to start anew (or continue anyway).
@@ -151,11 +152,11 @@ def check_continuation(spec: Any, storage: str, allow_changed: bool = False) -> 
     from tracking.sweep import sqlite_path
 
     if "://" not in storage or storage.lower().startswith("sqlite"):  # a file: a new sweep has none yet
-        local = sqlite_path(storage) if "://" in storage else Path(storage).expanduser()
+        local = sqlite_path(storage, any_driver=True) if "://" in storage else Path(storage).expanduser()
         if local is None or not local.is_file():
             return
     from sweeps import optuna_adapter as oa
-    from sweeps.spec import default_record, spec_changes, spec_digest, spec_record
+    from sweeps.spec import record_changes, spec_digest
 
     stored = oa.stored_spec(spec.name, storage)
     if stored is None or stored.digest == spec_digest(spec):
@@ -165,10 +166,14 @@ def check_continuation(spec: Any, storage: str, allow_changed: bool = False) -> 
     if clash:
         raise UsageError(f"spec: the stored sweep {spec.name!r} sampled a parameter otherwise ({_listed(clash)}), "
                          f"and Optuna cannot change that within one study; {fresh}")
-    if allow_changed or stored.record is None:  # an older mlpsweep's study: which keys changed is unknown
+    if stored.record is None:  # an older mlpsweep's study: which keys changed is unknown
         return
-    changes = spec_changes(stored.record, spec_record(spec), default_record(spec))
-    if changes:
+    changes = record_changes(stored.record, spec)
+    moved = [c for c in changes if c.startswith(("parameters.", "method:"))] if spec.method == "grid" else []
+    if moved:  # Optuna's grid sampler skips the other grid's trials; the driver's cap would count them
+        raise UsageError(f"spec: the stored grid sweep {spec.name!r} has other points ({_listed(moved)}), and a "
+                         f"grid cannot change within one study; {fresh}")
+    if changes and not allow_changed:
         raise UsageError(f"spec: the stored sweep {spec.name!r} ran with another spec ({_listed(changes)}), and its "
                          f"trials and these would share one study and one best; {fresh}, or pass "
                          "--allow-changed-spec to continue this one with it")

@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeps.space import Categorical, Constant, Dimension, FloatRange, IntRange, grid_values
-from sweeps.spec import SweepSpec, is_active, spec_record
+from sweeps.spec import SweepSpec, is_active, record_changes, spec_record
 
 __all__ = [
     "storage_for",
@@ -74,6 +74,21 @@ def knob_applies(name: str, params: dict[str, Any]) -> bool:
         return False
     optimizers = OPTIMIZER_KNOBS.get(name)
     return optimizers is None or "optimizer" not in params or params["optimizer"] in optimizers
+
+
+def may_sample(name: str, spec: SweepSpec) -> bool:
+    """Whether some trial of ``spec`` samples knob ``name``: under one of its optimizers, at its
+    largest depth (``momentum`` is never sampled when every trial trains with adam)."""
+    def choices(knob: str) -> list[Any]:
+        dim = spec.parameters.get(knob)
+        if isinstance(dim, Constant):
+            return [dim.value]
+        if isinstance(dim, Categorical):
+            return list(dim.choices)
+        return [dim.high] if isinstance(dim, IntRange) else [None]  # depth's largest; no optimizer knob: any
+
+    return any(knob_applies(name, {k: v for k, v in (("optimizer", o), ("depth", d)) if v is not None})
+               for o in choices("optimizer") for d in choices("depth"))
 
 
 def to_distribution(dim: Dimension) -> BaseDistribution | None:
@@ -288,7 +303,10 @@ def open_study(spec: SweepSpec, storage: str, digest: str) -> optuna.Study:
         study.set_user_attr(SPEC_RECORD, spec_record(spec))
         study.set_user_attr("metric", spec.metric.name)
     elif attrs.get(SPEC_DIGEST) != digest:
-        log.warning("sweep %s: the spec changed since the study was created; continuing the same study", spec.name)
+        record = attrs.get(SPEC_RECORD)
+        if record is None or record_changes(record, spec):  # else only how mlpsweep writes a spec changed
+            log.warning("sweep %s: the spec changed since the study was created; continuing the same study",
+                        spec.name)
         study.set_user_attr(SPEC_DIGEST, digest)
         study.set_user_attr(SPEC_RECORD, spec_record(spec))
     elif attrs.get(SPEC_RECORD) is None:  # a study an older mlpsweep made: recorded now, to name later edits
@@ -329,7 +347,7 @@ def incompatible_params(stored: StoredSpec, spec: SweepSpec) -> list[str]:
 
     out = []
     for name, dim in spec.parameters.items():
-        new = to_distribution(dim)
+        new = to_distribution(dim) if may_sample(name, spec) else None
         for old in stored.distributions.get(name, []) if new is not None else []:
             try:
                 check_distribution_compatibility(old, new)

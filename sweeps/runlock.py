@@ -37,7 +37,7 @@ def lock_path(storage: str, sweep: str) -> Path | None:
     from tracking.sweep import sqlite_path
 
     if "://" in storage:
-        base = sqlite_path(storage)
+        base = sqlite_path(storage, any_driver=True)
         if base is None:
             return None
     else:

@@ -78,6 +78,7 @@ __all__ = [
     "spec_record",
     "default_record",
     "spec_changes",
+    "record_changes",
     "PARAM_KEYS",
     "DISTRIBUTIONS",
     "load_spec",
@@ -1281,6 +1282,19 @@ def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mappi
         return [f"{path[:-1]}: {show(a)} -> {show(b)}"]
 
     return walk(_without_target(old), _without_target(new), defaults or {}, "")
+
+
+def record_changes(old: Mapping[str, Any], spec: SweepSpec) -> list[str]:
+    """What ``spec`` changes against a study's stored :func:`spec_record` ``old``, read as this
+    mlpsweep reads it (a setting added since then takes its default there too, defaults that follow
+    another field follow it); a record it can no longer read is compared key by key, a key it
+    lacks being no change where ``spec`` holds the default (:func:`spec_changes`)."""
+    new = spec_record(spec)
+    try:
+        read = spec_record(spec_from_dict({**_without_target(old), "name": spec.name}))
+    except (SpecError, TypeError, ValueError):
+        return spec_changes(old, new, default_record(spec))
+    return spec_changes(read, new)
 
 
 def _without_target(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def check_location(flag: str, where: str, *, create: bool = True) -> None:
 
     scheme = url_scheme(where)
     if scheme in ("sqlite", None):
-        path = sqlite_path(where) if scheme else Path(where).expanduser()
+        path = sqlite_path(where, any_driver=True) if scheme else Path(where).expanduser()
         if path is None or not path.name or path.name == ":memory:":
             return  # an in-memory database
         if path.is_dir():

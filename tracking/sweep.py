@@ -31,12 +31,15 @@ __all__ = ["SweepTracker", "SweepRunInfo", "default_storage", "artifact_root_for
 log = logging.getLogger(__name__)
 
 
-def sqlite_path(uri: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL (``sqlite+DRIVER:///`` too); None for any other URL or path."""
-    found = re.match(r"sqlite(\+\w+)?:///", uri, re.IGNORECASE)
+def sqlite_path(uri: str, *, any_driver: bool = False) -> Path | None:
+    """The file of a ``sqlite:///PATH[?QUERY]`` URL (with ``any_driver``, ``sqlite+DRIVER:///``
+    too: an Optuna storage's SQLAlchemy URL); None for any other URL or path. A tracking URI is
+    read without drivers, as MLflow's own local stores are: its study and artifacts stay where
+    earlier versions put them."""
+    found = re.match(r"sqlite(\+\w+)?:///" if any_driver else r"sqlite:///", uri, re.IGNORECASE)
     if found is None:
         return None
-    return Path(uri[found.end():]).expanduser()
+    return Path(uri[found.end():].split("?", 1)[0]).expanduser()
 
 
 def default_storage(tracking_uri: str | None) -> str:

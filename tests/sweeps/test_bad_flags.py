@@ -78,8 +78,9 @@ def test_reading_commands_create_no_store(here, capsys, command):
 
 
 @pytest.mark.parametrize("held, named", [
-    ({"config.json": '{"sweep": "older", "trial": 7}', "model.pt": "weights"}, "(sweep 'older', trial 7)"),
-    ({"model.pt": "weights"}, "(model.pt)"),
+    ({"config.json": '{"sweep": "older", "trial": 7}', "model.pt": "weights"}, "an export (sweep 'older', trial 7)"),
+    ({"model.pt": "weights"}, "model.pt, which an export would replace"),
+    ({"config.json": '{"lr": 3}'}, "config.json, which an export would replace"),
 ])
 def test_best_will_not_write_over_an_earlier_export(here, capsys, held, named):
     out = here / "exported"
@@ -87,7 +88,7 @@ def test_best_will_not_write_over_an_earlier_export(here, capsys, held, named):
     for name, text in held.items():
         (out / name).write_text(text)
     assert main(["best", "nosuch", "--out", "exported"]) == 2  # refused before any store is read
-    assert only_error(capsys, "best") == (f"--out: exported already holds an export {named}; pass --force to "
+    assert only_error(capsys, "best") == (f"--out: exported already holds {named}; pass --force to "
                                           "replace it, or name another folder")
     assert {p.name: p.read_text() for p in out.iterdir()} == held and files(here) == ["exported"]
     assert main(["best", "nosuch", "--out", "exported", "--force"]) == 2  # --force goes on to the store

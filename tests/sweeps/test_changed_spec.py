@@ -7,7 +7,7 @@ from conftest import TINY_SPEC
 from sweeps import optuna_adapter as oa
 from sweeps.cli import UsageError
 from sweeps.cmd_run import check_continuation
-from sweeps.spec import default_record, parse_spec, spec_changes, spec_digest, spec_record, with_overrides
+from sweeps.spec import default_record, parse_spec, record_changes, spec_changes, spec_digest, spec_record, with_overrides
 
 
 def _spec(**edits: str):
@@ -155,3 +155,64 @@ def test_a_study_from_before_the_record_gets_one_when_continued(stored):
     assert oa.stored_spec("edit", journal).record is None
     oa.open_study(spec, journal, spec_digest(spec))  # the same spec, continued by this mlpsweep
     assert oa.stored_spec("edit", journal).record == spec_record(spec)
+
+
+def test_a_sqlite_storage_url_with_a_query_is_the_same_file(tmp_path):
+    spec = _spec()
+    oa.open_study(spec, f"sqlite:///{tmp_path}/optuna.db", spec_digest(spec))
+    with pytest.raises(UsageError, match=r"parameters\.lr\.min: 0\.005 -> 0\.0001"):
+        check_continuation(_spec(**{"min: 0.005": "min: 0.0001"}), f"sqlite:///{tmp_path}/optuna.db?timeout=30")
+
+
+def test_a_grid_keeps_its_points_even_when_edits_are_allowed(tmp_path):
+    """Optuna's grid sampler skips trials of another grid while the driver's cap counts them: an
+    edited grid ran none of its new points."""
+    grid = "method: grid\n" + TINY_SPEC.format(name="g", run_cap=8, seed=0, epochs=60).replace("method: tpe\n", "") \
+        .replace("width: {min: 2, max: 12}", "width: {values: [2, 3]}") \
+        .replace("lr: {distribution: log_uniform_values, min: 0.005, max: 0.1}", "lr: {value: 0.01}")
+    journal = str(tmp_path / "optuna.journal")
+    spec = parse_spec(grid)
+    oa.open_study(spec, journal, spec_digest(spec))
+    for edited in (grid.replace("depth: {values: [1, 2]}", "depth: {values: [1, 2, 3]}"),
+                   grid.replace("method: grid", "method: random")):
+        check = parse_spec(edited)
+        if check.method == "grid":
+            with pytest.raises(UsageError, match=r"^spec: the stored grid sweep 'g' has other points \(parameters\.depth"):
+                check_continuation(check, journal, allow_changed=True)
+        else:  # leaving the grid for another sampler: an ordinary edit
+            check_continuation(check, journal, allow_changed=True)
+
+
+def test_a_knob_no_trial_of_the_new_spec_samples_is_not_refused(tmp_path):
+    sgd = _spec(**{"optimizer: {value: adam}": "optimizer: {value: sgd}\n  momentum: {min: 0.1, max: 0.9}"})
+    journal = str(tmp_path / "optuna.journal")
+    study = oa.open_study(sgd, journal, spec_digest(sgd))
+    oa.suggest_params(study.ask(), sgd)  # a trial that sampled momentum from a range
+    adam = _spec(**{"  restarts:": "  momentum: {values: [0.5, 0.9]}\n  restarts:"})  # adam: momentum is never sampled
+    check_continuation(adam, journal, allow_changed=True)
+    with pytest.raises(UsageError, match=r"parameters\.momentum: numbers 0\.1\.\.0\.9 -> values \[0\.5, 0\.9\]"):
+        check_continuation(parse_spec(TINY_SPEC.format(name="edit", run_cap=8, seed=0, epochs=60).replace(
+            "optimizer: {value: adam}", "optimizer: {value: sgd}\n  momentum: {values: [0.5, 0.9]}")), journal, True)
+
+
+def test_a_record_is_read_as_this_mlpsweep_reads_it(stored):
+    """A range set to one value shows the value; a digest that changed only with how mlpsweep
+    writes a spec is no edit and warns of none."""
+    import logging
+
+    spec, journal = stored
+    changes = record_changes(spec_record(spec), _spec(**{"lr: {distribution: log_uniform_values, min: 0.005, max: 0.1}":
+                                                          "lr: {value: 0.001}"}))
+    assert 'parameters.lr.value: - -> 0.001' in changes and any(c.startswith("parameters.lr.min") for c in changes)
+    study = oa.load_study("edit", journal)
+    study.set_user_attr(oa.SPEC_DIGEST, "written-otherwise")
+    seen: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    oa.log.addHandler(catch)
+    try:
+        check_continuation(spec, journal)
+        oa.open_study(spec, journal, spec_digest(spec))
+    finally:
+        oa.log.removeHandler(catch)
+    assert not seen and oa.stored_spec("edit", journal).digest == spec_digest(spec)
