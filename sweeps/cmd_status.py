@@ -43,7 +43,7 @@ def _status(args: argparse.Namespace) -> int:
     parts = [f"{counts.get(s, 0)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")]
     out.print("trials: " + ", ".join(parts) + (f" ({interrupted} of the failed were interrupted and re-queued)"
                                                if interrupted else ""))
-    driver_line = _driver_line(sweep_driver(storage, args.name), counts.get("RUNNING", 0), args.name)
+    driver_line = _driver_line(sweep_driver(storage, args.name), counts.get("RUNNING", 0))
     if driver_line:
         out.print(driver_line)
     best = oa.best_trial(study)
@@ -58,7 +58,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _driver_line(driver: str | None, running: int, name: str) -> str | None:
+def _driver_line(driver: str | None, running: int) -> str | None:
     """Whether the sweep's "running" trials are being run: by whom, or left by a stopped driver."""
     from sweeps.runlock import UNKNOWN
 

@@ -7,7 +7,8 @@ it when the process ends, however it ends, so a killed driver never leaves a sta
 run removes the file. On PostgreSQL (cluster runs, drivers on any machine) it is a session
 advisory lock keyed by the sweep's name, held on a connection of its own: the server releases it
 when that connection ends, a killed driver's included. MySQL storages and machines without
-``fcntl`` (Windows) get no lock.
+``fcntl`` (Windows) get no lock. ``mlpsweep status`` asks the same lock whether a driver runs the
+sweep (:func:`sweep_driver`).
 """
 from __future__ import annotations
 
