@@ -76,7 +76,6 @@ __all__ = [
     "MAX_GRID_VALUES",
     "DIGEST_EXCLUDES",
     "spec_record",
-    "default_record",
     "spec_changes",
     "record_changes",
     "PARAM_KEYS",
@@ -1247,15 +1246,6 @@ def spec_record(spec: SweepSpec) -> dict[str, Any]:
         {k: v for k, v in spec_to_dict(spec).items() if k not in DIGEST_EXCLUDES})))
 
 
-def default_record(spec: SweepSpec) -> dict[str, Any]:
-    """The :func:`spec_record` of a spec on the same data that sets nothing else: every default."""
-    try:
-        return spec_record(spec_from_dict({"name": spec.name, "data": {"dataset": spec.data.dataset},
-                                           "parameters": {}}))
-    except SpecError:
-        return {}
-
-
 def spec_digest(spec: SweepSpec) -> str:
     """SHA-256 (hex) of :func:`spec_record`.
 
@@ -1266,34 +1256,30 @@ def spec_digest(spec: SweepSpec) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[str]:
-    """What an edited spec changed, as ``path: old -> new`` (``-`` for absent), from two
-    :func:`spec_record`\\ s. A key the old record lacks whose new value is its default (in
-    ``defaults``, :func:`default_record`) is one a later mlpsweep added, not the user's change,
-    and is left out; so is ``metric.target``, which older records hold."""
-    def walk(a: Any, b: Any, d: Any, path: str) -> list[str]:
+def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two :func:`spec_record`\\ s, as ``path: old -> new`` (``-`` for
+    absent); ``metric.target``, which older records hold, is left out."""
+    def walk(a: Any, b: Any, path: str) -> list[str]:
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            d = d if isinstance(d, Mapping) else {}
-            return [line for k in list(a) + [k for k in b if k not in a and b[k] != d.get(k, _ABSENT)]
-                    for line in walk(a.get(k, _ABSENT), b.get(k, _ABSENT), d.get(k, _ABSENT), f"{path}{k}.")]
+            return [line for k in list(a) + [k for k in b if k not in a]
+                    for line in walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{path}{k}.")]
         if a == b:
             return []
         show = lambda v: "-" if v is _ABSENT else json.dumps(v, ensure_ascii=False)  # noqa: E731
         return [f"{path[:-1]}: {show(a)} -> {show(b)}"]
 
-    return walk(_without_target(old), _without_target(new), defaults or {}, "")
+    return walk(_without_target(old), _without_target(new), "")
 
 
 def record_changes(old: Mapping[str, Any], spec: SweepSpec) -> list[str]:
     """What ``spec`` changes against a study's stored :func:`spec_record` ``old``, read as this
-    mlpsweep reads it (a setting added since then takes its default there too, defaults that follow
-    another field follow it); a record it can no longer read is compared key by key, a key it
-    lacks being no change where ``spec`` holds the default (:func:`spec_changes`)."""
+    mlpsweep reads it: a setting added since takes its default there too (no change), a default
+    that follows another field follows it. A record it can no longer read is compared as stored."""
     new = spec_record(spec)
     try:
         read = spec_record(spec_from_dict({**_without_target(old), "name": spec.name}))
     except (SpecError, TypeError, ValueError):
-        return spec_changes(old, new, default_record(spec))
+        return spec_changes(old, new)
     return spec_changes(read, new)
 
 

@@ -7,7 +7,7 @@ from conftest import TINY_SPEC
 from sweeps import optuna_adapter as oa
 from sweeps.cli import UsageError
 from sweeps.cmd_run import check_continuation
-from sweeps.spec import default_record, parse_spec, record_changes, spec_changes, spec_digest, spec_record, with_overrides
+from sweeps.spec import parse_spec, record_changes, spec_changes, spec_digest, spec_record, with_overrides
 
 
 def _spec(**edits: str):
@@ -48,18 +48,21 @@ def test_a_knob_set_where_its_default_was_and_an_added_stopping_rule_are_changes
                                            'parameters.optimizer.values: - -> ["adam", "sgd"]']
 
 
-def test_a_key_an_older_record_lacks_is_no_change_where_it_holds_its_default():
+def test_a_setting_an_older_record_lacks_is_read_with_its_default():
     """A later mlpsweep may add a setting, at any depth, with its default: the user changed nothing."""
     spec = _spec()
-    new, defaults = spec_record(spec), default_record(spec)
+    new = spec_record(spec)
     old = {k: v for k, v in new.items() if k != "verify"}
     old["parameters"] = {k: v for k, v in new["parameters"].items() if k not in ("momentum", "tol")}
     old["data"] = {k: v for k, v in new["data"].items() if k != "standardize"}
-    assert spec_changes(old, new, defaults) == []
-    assert spec_changes(new, old, defaults) == ['data.standardize: false -> -', 'parameters.momentum: {"value": 0.0} -> -',
-                                                'parameters.tol: {"value": 1e-06} -> -', 'verify: "gate" -> -']
-    edited = spec_record(_spec(**{"  restarts:": "  momentum: {value: 0.5}\n  restarts:"}))
-    assert spec_changes(old, edited, defaults) == ['parameters.momentum: - -> {"value": 0.5}']  # not a default
+    assert record_changes(old, spec) == []
+    assert spec_changes(new, old) == ['data.standardize: false -> -', 'parameters.momentum: {"value": 0.0} -> -',
+                                      'parameters.tol: {"value": 1e-06} -> -', 'verify: "gate" -> -']
+    edited = _spec(**{"  restarts:": "  momentum: {value: 0.5}\n  restarts:"})
+    assert record_changes(old, edited) == ['parameters.momentum.value: 0.0 -> 0.5']  # not the default
+    unreadable = record_changes({**old, "parameters": "unreadable"}, spec)  # compared as stored
+    assert 'data.standardize: - -> false' in unreadable and any(c.startswith('parameters: "unreadable" -> {')
+                                                                for c in unreadable)
 
 
 def test_the_target_decides_when_to_stop_not_what_a_trial_is():
