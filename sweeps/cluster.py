@@ -140,8 +140,12 @@ def _check_one(flag: str, uri: str, check: StoreCheck) -> None:
 
 
 def _local_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).expanduser()
+    from tracking.sweep import sqlite_path
+
+    if uri.startswith("sqlite"):
+        found = sqlite_path(uri, any_driver=True)
+        if found is not None:
+            return found
     if uri.startswith("file://"):
         return Path(urlsplit(uri).path)
     if uri.startswith("sqlite:"):  # sqlite:// (in-memory) or malformed: nothing that outlives the job

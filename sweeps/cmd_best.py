@@ -94,12 +94,14 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
 
 def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
     """``write`` the export into a folder staged inside ``out``, then move its files into place:
-    a failure on the way (a full disk) leaves an earlier export whole, and a folder this created
+    a failure on the way (a full disk) leaves an earlier export whole, and the folders this made
     removed."""
     import os
     import shutil
 
-    created = not out.exists()
+    created = None if out.exists() else out  # the outermost folder this makes, removed on failure
+    while created is not None and not created.parent.exists():
+        created = created.parent
     out.mkdir(parents=True, exist_ok=True)
     try:
         staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
@@ -110,8 +112,8 @@ def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
         finally:
             shutil.rmtree(staged, ignore_errors=True)
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
 
 

@@ -19,10 +19,10 @@ def test_a_failed_export_leaves_the_earlier_one_whole_and_a_new_folder_gone(tmp_
     with pytest.raises(OSError):
         _write_whole(out, _half)
     assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "old", "config.json": "old"}
-    fresh = tmp_path / "fresh"
+    fresh = tmp_path / "fresh" / "and" / "deep"
     with pytest.raises(OSError):
         _write_whole(fresh, _half)
-    assert not fresh.exists()
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_a_written_export_replaces_its_files_and_leaves_no_staging_folder(tmp_path):

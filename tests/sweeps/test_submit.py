@@ -141,6 +141,8 @@ def test_store_checks():
     assert "head node" in check.warnings[0]
     _, _, check = cluster.check_stores("http://mlflow:5000", "sqlite:///optuna.db")
     assert check.problems and "relative path" in check.problems[0]
+    _, _, check = cluster.check_stores("http://mlflow:5000", "sqlite+pysqlite:////srv/sweeps/optuna.db?timeout=30")
+    assert not check.problems and "head node" in check.warnings[0]  # an absolute path, with a driver and a query
     _, _, check = cluster.check_stores("http://mlflow:5000", "/srv/sweeps/optuna.journal")  # a journal on the head node
     assert not check.problems and "head node" in check.warnings[0]
     _, _, check = cluster.check_stores("http://mlflow:5000", "optuna")
