@@ -7,7 +7,6 @@ import socket
 import sys
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, cast
 
 __all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend",
@@ -149,12 +148,11 @@ def check_continuation(spec: Any, storage: str, allow_changed: bool = False) -> 
         UsageError: the edit is refused; the message says how to start anew (or continue anyway).
     """
     from sweeps.cli import UsageError
-    from tracking.sweep import sqlite_path
+    from tracking.sweep import storage_file
 
-    if "://" not in storage or storage.lower().startswith("sqlite"):  # a file: a new sweep has none yet
-        local = sqlite_path(storage, any_driver=True) if "://" in storage else Path(storage).expanduser()
-        if local is None or not local.is_file():
-            return
+    local = storage_file(storage)
+    if local is not None and not local.expanduser().is_file():  # a new sweep's file does not exist yet
+        return
     from sweeps import optuna_adapter as oa
     from sweeps.spec import record_changes, spec_digest
 

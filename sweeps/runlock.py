@@ -35,15 +35,10 @@ class SweepRunning(RuntimeError):
 def lock_path(storage: str, sweep: str) -> Path | None:
     """The lock file of ``sweep`` on ``storage`` (a journal path or a ``sqlite:///`` URL); None
     for a database server's URL."""
-    from tracking.sweep import sqlite_path
+    from tracking.sweep import storage_file
 
-    if "://" in storage:
-        base = sqlite_path(storage, any_driver=True)
-        if base is None:
-            return None
-    else:
-        base = Path(storage)
-    return base.with_name(f"{base.name}.{sweep}.lock")
+    base = storage_file(storage)
+    return None if base is None else base.with_name(f"{base.name}.{sweep}.lock")
 
 
 @contextmanager

@@ -42,6 +42,12 @@ def sqlite_path(uri: str, *, any_driver: bool = False) -> Path | None:
     return Path(uri[found.end():].split("?", 1)[0]).expanduser()
 
 
+def storage_file(storage: str) -> Path | None:
+    """The local file of an Optuna storage (a journal path, a ``sqlite[+DRIVER]:///`` URL); None
+    for a database server or an in-memory database."""
+    return sqlite_path(storage, any_driver=True) if "://" in storage else Path(storage)
+
+
 def default_storage(tracking_uri: str | None) -> str:
     """The Optuna storage beside the MLflow store: the journal file ``optuna.journal`` next to a
     SQLite ``mlflow.db``, else in the current directory. An ``optuna.db`` that earlier versions
