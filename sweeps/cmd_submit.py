@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["register", "submit", "follow"]
+__all__ = ["register", "submit", "follow", "check_stored_sweep"]
 
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+PRECHECK_TIMEOUT_S = 3  # how long the stored sweep's check waits for a database server from here
 
 
 def register(subparsers: Any) -> None:
@@ -65,7 +66,8 @@ def _submit(args: argparse.Namespace) -> int:
     problems += data_problems
     if problems:
         raise UsageError("\n".join(problems))
-    for line in stores.warnings + data_warnings:
+    unchecked = check_stored_sweep(spec, storage, args.allow_changed_spec)  # an edit refused here: no job
+    for line in stores.warnings + data_warnings + ([unchecked] if unchecked else []):
         print(f"mlpsweep submit: warning: {line}", file=sys.stderr)
 
     client = _connect(args.address)
@@ -103,6 +105,36 @@ def _submit(args: argparse.Namespace) -> int:
     print(f"job {job_id} {status}" + (f": {message}" if message and status != "SUCCEEDED" else ""),
           file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1
+
+
+def check_stored_sweep(spec: Any, storage: str, allow_changed: bool) -> str | None:
+    """Refuse here, before any job, an edited spec that the job's driver would refuse
+    (:func:`sweeps.cmd_run.check_continuation`), where this machine reaches the storage: a
+    database server that answers within :data:`PRECHECK_TIMEOUT_S`, or a storage file at the
+    head's path (one machine, or a shared filesystem; absent here, there is nothing to check).
+    Else the job checks it when it starts, and this returns a warning saying so.
+
+    Raises:
+        UsageError: the stored sweep ran with another spec (see ``check_continuation``).
+    """
+    from sweeps.cli import UsageError, first_line
+    from sweeps.cmd_run import check_continuation
+    from sweeps.optuna_adapter import url_scheme
+    from sweeps.stores import check_location
+
+    later = "the job checks the stored sweep's spec against this one when it starts"
+    if url_scheme(storage) not in (None, "sqlite"):
+        try:
+            check_location("--storage", storage, timeout_s=PRECHECK_TIMEOUT_S)
+        except UsageError as exc:
+            return f"{exc} (from this machine); {later}"
+    try:
+        check_continuation(spec, storage, allow_changed)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a store this machine cannot read: the job's to check
+        return f"--storage: cannot read the stored sweep from here ({first_line(exc)}); {later}"
+    return None
 
 
 def _data_files(spec: Any) -> tuple[list[str], list[str], list[str]]:

@@ -13,8 +13,7 @@ from typing import Any
 __all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location"]
 
 CONNECT_TIMEOUT_S = 10  # a database server that does not answer in this long is reported as down
-SERVER_TIMEOUT_ARGS = {"postgresql": {"connect_timeout": CONNECT_TIMEOUT_S},
-                       "mysql": {"connect_timeout": CONNECT_TIMEOUT_S}}
+TIMEOUT_ARG = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}  # its driver's name for it
 
 
 def resolve_stores(tracking_uri: str | None, storage: str | None, *, create: bool = False) -> tuple[str, str]:
@@ -37,10 +36,10 @@ def resolve_stores(tracking_uri: str | None, storage: str | None, *, create: boo
     return uri, storage
 
 
-def check_location(flag: str, where: str, *, create: bool = True) -> None:
+def check_location(flag: str, where: str, *, create: bool = True, timeout_s: int = CONNECT_TIMEOUT_S) -> None:
     """``where`` (a ``sqlite:///`` URL, a journal path, a database server's URL; anything else,
     e.g. ``http://``, is the caller's) can be used: a local file's folder exists, and without
-    ``create`` a SQLite file too; a server answers.
+    ``create`` a SQLite file too; a server answers within ``timeout_s``.
 
     Raises:
         UsageError: the first problem, one line starting with ``flag``.
@@ -61,7 +60,7 @@ def check_location(flag: str, where: str, *, create: bool = True) -> None:
         if scheme and not create and not path.is_file():
             raise UsageError(f"{flag}: {path} does not exist; pass the {flag} the sweep used")
     elif scheme in SQL_SCHEMES:
-        _check_server(flag, where, SERVER_TIMEOUT_ARGS.get(scheme, {}))
+        _check_server(flag, where, {TIMEOUT_ARG[scheme]: timeout_s} if scheme in TIMEOUT_ARG else {})
 
 
 def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:

@@ -361,6 +361,19 @@ def test_resubmitting_the_spec_continues_the_same_study(cluster, first):
     assert [str(j.status) for j in jobs] == ["SUCCEEDED", "SUCCEEDED"]
 
 
+def test_an_edited_spec_is_refused_before_any_job_where_the_storage_answers(cluster, first):
+    spec = cluster["work"] / "edited.yaml"
+    spec.write_text(SPEC.replace("max: 0.1}", "max: 0.3}"))
+    jobs = len(_jobs(cluster))
+    proc = _mlpsweep(cluster, "submit", spec.name, "--address", cluster["dashboard"], "--tracking-uri",
+                     cluster["tracking"], "--storage", cluster["storage"], "--wait", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "parameters.lr.max: 0.1 -> 0.3" in errors[0], proc.stderr
+    assert "--allow-changed-spec" in errors[0]
+    assert len(_jobs(cluster)) == jobs  # nothing submitted
+
+
 def test_best_exports_the_best_checkpoint_from_the_server(cluster, tmp_path):
     out = tmp_path / "best"
     _ok(_mlpsweep(cluster, "best", NAME, "--out", str(out), "--tracking-uri", cluster["tracking"], "--storage",

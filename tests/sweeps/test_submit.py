@@ -232,3 +232,50 @@ def test_printed_ray_job_commands_carry_the_auth_mode_where_a_token_was_sent(tmp
     assert cluster.ray_job_command("stop", "j1", address, {}, home=tmp_path) == "ray job stop j1 --address http://head:8265"
     assert cluster.ray_job_command("status", "j1", address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "abc"},
                                    home=tmp_path) == "ray job status j1 --address http://head:8265"
+
+
+def _stored_sweep(tmp_path):
+    """A journal at an absolute path (the head's, seen here) holding sweep 's' as this spec made it."""
+    from sweeps import optuna_adapter as oa
+    from sweeps.spec import load_spec, spec_digest
+
+    spec_file = write_spec(tmp_path, name="s", run_cap=6)
+    spec = load_spec(spec_file)
+    journal = tmp_path / "optuna.journal"
+    oa.open_study(spec, str(journal), spec_digest(spec))
+    edited = write_spec(tmp_path, name="s", text=spec_file.read_text().replace("max: 0.1}", "max: 0.3}"))
+    return edited, ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(journal)]
+
+
+def test_an_edited_spec_of_a_stored_sweep_is_refused_before_any_connection(tmp_path, capsys, no_cluster):
+    edited, stores = _stored_sweep(tmp_path)
+    assert main(["submit", str(edited), "--address", _dead_address(), *stores, "--wait"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1, err
+    assert "parameters.lr.max: 0.1 -> 0.3" in errors[0] and "--allow-changed-spec" in errors[0]
+
+
+def test_allow_changed_spec_passes_the_check_on_to_the_job(tmp_path, capsys):
+    edited, stores = _stored_sweep(tmp_path)
+    address = _dead_address()
+    assert main(["submit", str(edited), "--address", address, *stores, "--allow-changed-spec"]) == 2
+    err = capsys.readouterr().err
+    assert f"--address: cannot reach the Ray Jobs API at {address}" in err  # past the check, at the cluster
+    assert "parameters.lr.max" not in err
+
+
+def test_a_storage_server_this_machine_cannot_reach_is_left_for_the_job_to_check(tmp_path, capsys):
+    import time
+
+    spec = write_spec(tmp_path, name="s", run_cap=6)
+    dead = _dead_address().rsplit(":", 1)[1]
+    address = _dead_address()
+    started = time.monotonic()
+    assert main(["submit", str(spec), "--address", address, "--tracking-uri", "http://mlflow:5000",
+                 "--storage", f"postgresql+psycopg2://u@127.0.0.1:{dead}/optuna"]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 30
+    warning = [line for line in err.splitlines() if "--storage: cannot connect" in line]
+    assert len(warning) == 1 and "the job checks the stored sweep's spec" in warning[0], err
+    assert f"--address: cannot reach the Ray Jobs API at {address}" in err  # submit went on
