@@ -5,7 +5,8 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 __all__ = ["register", "export_best", "CONFIG_FILE"]
 
@@ -95,8 +96,7 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
 def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
     """``write`` the export into a folder staged inside ``out``, then move its files into place:
     a failure on the way (a full disk) leaves an earlier export whole, and the folders this made
-    removed."""
-    import os
+    removed; as does SIGTERM."""
     import shutil
 
     created = None if out.exists() else out  # the outermost folder this makes, removed on failure
@@ -104,17 +104,46 @@ def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
         created = created.parent
     out.mkdir(parents=True, exist_ok=True)
     try:
-        staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
-        try:
-            write(staged)
-            for path in sorted(staged.iterdir(), key=lambda p: (p.name == CONFIG_FILE, p.name)):
-                os.replace(path, out / path.name)  # config.json last: it names a whole export
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
+        with _terminate_as_exit():
+            _write_staged(out, write)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def _write_staged(out: Path, write: Callable[[Path], None]) -> None:
+    import os
+    import shutil
+
+    staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
+    try:
+        write(staged)
+        for path in sorted(staged.iterdir(), key=lambda p: (p.name == CONFIG_FILE, p.name)):
+            os.replace(path, out / path.name)  # config.json last: it names a whole export
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Within: SIGTERM (``kill PID``) raises ``SystemExit(143)``, so the export's clean-up runs
+    as it does for Ctrl+C, instead of the process ending with a staged folder left in DIR."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def refuse_replacing(out: Path) -> None:

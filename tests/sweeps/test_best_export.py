@@ -32,3 +32,38 @@ def test_a_written_export_replaces_its_files_and_leaves_no_staging_folder(tmp_pa
     (out / "notes.txt").write_text("mine")
     _write_whole(out, lambda staged: (staged / "model.pt").write_text("new"))
     assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "new", "notes.txt": "mine"}
+
+
+def test_sigterm_midway_leaves_the_earlier_export_whole_and_exits_143(tmp_path):
+    """`kill PID` of a `best` writing its export: the staged folder is removed, as for Ctrl+C."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "best"
+    out.mkdir()
+    (out / "model.pt").write_text("old")
+    fresh = tmp_path / "fresh" / "deep"
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from sweeps.cmd_best import _write_whole\n"
+        "def killed(staged):\n"
+        "    (staged / 'model.pt').write_text('new')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "for folder in sys.argv[1:]:\n"
+        "    try:\n"
+        "        _write_whole(Path(folder), killed)\n"
+        "    except SystemExit as exc:\n"
+        "        print(exc.code)\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the export\n"
+    )
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", script, str(out), str(fresh)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["143", "143"]
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "old"}  # no .mlpsweep-export-*
+    assert not (tmp_path / "fresh").exists()
