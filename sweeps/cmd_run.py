@@ -301,12 +301,13 @@ def join_cluster(address: str) -> None:
     from workers.ray_connect import connect
 
     hint = "give auto, ray://HOST:PORT or HOST:PORT of a running cluster, or leave it out for a local Ray"
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    target, source = auto_address() if address == "auto" else (address, "")
+    host, _, port = target.removeprefix("ray://").rpartition(":")
     if host and port.isdigit():  # Ray itself retries a silent address for minutes
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
         except OSError as exc:
-            raise UsageError(f"--ray-address: no Ray cluster answers at {address}: "
+            raise UsageError(f"--ray-address: no Ray cluster answers at {address}{source}: "
                              f"{exc.strerror or 'no answer in %g s' % PROBE_SECONDS} ({hint})") from None
     try:
         with warnings.catch_warnings():  # Ray's client warns of the timeout it then raises
@@ -314,6 +315,24 @@ def join_cluster(address: str) -> None:
             connect(address)
     except Exception as exc:  # noqa: BLE001 - Ray says ValueError, ConnectionError, RuntimeError, …
         raise UsageError(f"--ray-address: cannot join a Ray cluster at {address!r}: {first_line(exc)} ({hint})") from None
+
+
+def auto_address() -> tuple[str, str]:
+    """Where ``--ray-address auto`` leads, as Ray resolves it, and whence, for messages:
+    ``$RAY_ADDRESS``, else the cluster the last ``ray start`` on this machine recorded (a file
+    that outlives a stopped cluster), else a running Ray found on this machine. ``("auto", "")``
+    where Ray finds none (joining then says so) or resolves otherwise than this Ray does."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+        from ray._private.utils import get_ray_address_file, read_ray_address
+
+        found = get_ray_address_from_environment("auto", None)
+        whence = ("$RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else
+                  f"{get_ray_address_file(None)}, the last 'ray start' here" if found == read_ray_address(None) else
+                  "a Ray running on this machine")
+    except Exception:  # noqa: BLE001 - none found, or another Ray's internals: Ray's own join decides
+        return "auto", ""
+    return (found, f" ({found}, from {whence})") if isinstance(found, str) and found != "auto" else ("auto", "")
 
 
 def _import_and_load(spec: Any) -> None:
