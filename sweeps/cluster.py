@@ -29,6 +29,7 @@ __all__ = [
     "StoreCheck",
     "check_address",
     "check_stores",
+    "is_loopback",
     "stage_working_dir",
     "tree_size",
     "runtime_env",
@@ -133,7 +134,7 @@ def _check_one(flag: str, uri: str, check: StoreCheck) -> None:
             check.warnings.append(
                 f"{flag}: {uri} is a path on the cluster's head node (where the driver runs); you see it "
                 f"here only through a shared filesystem")
-    elif scheme in ("http", "https", *_SQL_SCHEMES) and _is_loopback(parts.hostname):
+    elif scheme in ("http", "https", *_SQL_SCHEMES) and is_loopback(parts.hostname):
         check.warnings.append(
             f"{flag}: {parts.hostname} in {_redact(uri)} means the head node on the cluster; fine for a "
             f"one-machine cluster, else give the address the cluster's nodes use (e.g. the compose service name)")
@@ -153,7 +154,7 @@ def _local_path(uri: str) -> Path | None:
     return Path(uri).expanduser()
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     if host.lower() in _LOOPBACK_NAMES:

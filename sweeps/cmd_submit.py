@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 __all__ = ["register", "submit", "follow", "check_stored_sweep"]
 
@@ -66,7 +67,7 @@ def _submit(args: argparse.Namespace) -> int:
     problems += data_problems
     if problems:
         raise UsageError("\n".join(problems))
-    unchecked = check_stored_sweep(spec, storage, args.allow_changed_spec)  # an edit refused here: no job
+    unchecked = check_stored_sweep(spec, storage, args.allow_changed_spec, args.address)  # an edit: no job
     for line in stores.warnings + data_warnings + ([unchecked] if unchecked else []):
         print(f"mlpsweep submit: warning: {line}", file=sys.stderr)
 
@@ -107,34 +108,66 @@ def _submit(args: argparse.Namespace) -> int:
     return 0 if status == "SUCCEEDED" else 1
 
 
-def check_stored_sweep(spec: Any, storage: str, allow_changed: bool) -> str | None:
+def check_stored_sweep(spec: Any, storage: str, allow_changed: bool, address: str) -> str | None:
     """Refuse here, before any job, an edited spec that the job's driver would refuse
-    (:func:`sweeps.cmd_run.check_continuation`), where this machine reaches the storage: a
-    database server that answers within :data:`PRECHECK_TIMEOUT_S`, or a storage file at the
-    head's path (one machine, or a shared filesystem; absent here, there is nothing to check).
-    Else the job checks it when it starts, and this returns a warning saying so.
+    (:func:`sweeps.cmd_run.check_continuation`), where this machine reaches the storage the
+    cluster uses: a database server on another host that answers within
+    :data:`PRECHECK_TIMEOUT_S`; a storage file or a loopback server only when the head is this
+    machine too (``address`` on loopback), as they are the head's. Read only: a storage file
+    absent here, or a database without Optuna's tables, holds no sweep to check. Where the
+    server does not answer, the job checks the spec when it starts, and this returns a warning
+    saying so.
 
     Raises:
         UsageError: the stored sweep ran with another spec (see ``check_continuation``).
     """
     from sweeps.cli import UsageError, first_line
+    from sweeps.cluster import is_loopback
     from sweeps.cmd_run import check_continuation
     from sweeps.optuna_adapter import url_scheme
     from sweeps.stores import check_location
+    from tracking.sweep import storage_file
 
     later = "the job checks the stored sweep's spec against this one when it starts"
-    if url_scheme(storage) not in (None, "sqlite"):
+    head_here = is_loopback(urlsplit(address).hostname)
+    scheme = url_scheme(storage)
+    server = scheme not in (None, "sqlite")
+    if not head_here and (not server or is_loopback(urlsplit(storage).hostname)):
+        return None  # the head's file or server, not this machine's (check_stores said so)
+    if server:
         try:
             check_location("--storage", storage, timeout_s=PRECHECK_TIMEOUT_S)
         except UsageError as exc:
             return f"{exc} (from this machine); {later}"
+    local = storage_file(storage)
     try:
+        if local is not None and not local.expanduser().is_file():
+            return None
+        if scheme is not None and not _holds_studies(storage):  # a database, a SQLite file too
+            return None
         check_continuation(spec, storage, allow_changed)
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - a store this machine cannot read: the job's to check
         return f"--storage: cannot read the stored sweep from here ({first_line(exc)}); {later}"
     return None
+
+
+def _holds_studies(url: str) -> bool:
+    """Whether the database at ``url`` has Optuna's tables, looked up without writing (Optuna's
+    storage creates them, and stamps its schema version, when it opens a database without)."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.pool import NullPool
+
+    from sweeps.stores import TIMEOUT_ARG
+
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    engine = create_engine(url, poolclass=NullPool,
+                           connect_args={TIMEOUT_ARG[scheme]: PRECHECK_TIMEOUT_S} if scheme in TIMEOUT_ARG else {})
+    try:
+        return "studies" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
 
 
 def _data_files(spec: Any) -> tuple[list[str], list[str], list[str]]:

@@ -279,3 +279,26 @@ def test_a_storage_server_this_machine_cannot_reach_is_left_for_the_job_to_check
     warning = [line for line in err.splitlines() if "--storage: cannot connect" in line]
     assert len(warning) == 1 and "the job checks the stored sweep's spec" in warning[0], err
     assert f"--address: cannot reach the Ray Jobs API at {address}" in err  # submit went on
+
+
+def test_the_check_writes_nothing_to_a_database_without_optuna_s_tables(tmp_path, capsys):
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    spec = write_spec(tmp_path, name="s", run_cap=6)
+    address = _dead_address()
+    assert main(["submit", str(spec), "--address", address, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--storage", f"sqlite:///{db}"]) == 2
+    assert f"--address: cannot reach the Ray Jobs API at {address}" in capsys.readouterr().err  # went on
+    with sqlite3.connect(db) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables == ["mine"]  # Optuna's storage would have added its tables and its schema version
+
+
+def test_a_storage_file_is_the_head_s_when_the_head_is_another_machine(tmp_path, no_cluster):
+    # the same path here may be another file: the job checks the head's
+    edited, stores = _stored_sweep(tmp_path)
+    with pytest.raises(AssertionError, match="submit connected to http://10.9.8.7:8265"):
+        main(["submit", str(edited), "--address", "http://10.9.8.7:8265", *stores])
