@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 __all__ = ["register", "export_best", "CONFIG_FILE"]
@@ -94,56 +95,73 @@ def export_best(name: str, out: str | Path, tracking_uri: str | None = None, sto
 
 
 def _write_whole(out: Path, write: Callable[[Path], None]) -> None:
-    """``write`` the export into a folder staged inside ``out``, then move its files into place:
-    a failure on the way (a full disk) leaves an earlier export whole, and the folders this made
-    removed; as does SIGTERM."""
+    """``write`` the export into a folder staged inside ``out``, then move its files into place
+    with Ctrl+C and SIGTERM held until they all are: a failure, Ctrl+C or SIGTERM before leaves
+    an earlier export whole, the staged folder and the folders this made removed; one during
+    the moves takes effect once the new export is whole."""
+    import os
     import shutil
 
     created = None if out.exists() else out  # the outermost folder this makes, removed on failure
     while created is not None and not created.parent.exists():
         created = created.parent
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        with _terminate_as_exit():
-            _write_staged(out, write)
-    except BaseException:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-
-
-def _write_staged(out: Path, write: Callable[[Path], None]) -> None:
-    import os
-    import shutil
-
-    staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
-    try:
-        write(staged)
-        for path in sorted(staged.iterdir(), key=lambda p: (p.name == CONFIG_FILE, p.name)):
-            os.replace(path, out / path.name)  # config.json last: it names a whole export
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    with _terminate_as_exit():
+        staged, moved = None, False
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            staged = Path(tempfile.mkdtemp(prefix=".mlpsweep-export-", dir=out))
+            write(staged)
+            with _signals_held():
+                for path in sorted(staged.iterdir(), key=lambda p: (p.name == CONFIG_FILE, p.name)):
+                    os.replace(path, out / path.name)  # config.json last: it names a whole export
+                moved = True
+        except BaseException:
+            if created is not None and not moved:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        finally:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
 
 
 @contextmanager
 def _terminate_as_exit() -> Iterator[None]:
     """Within: SIGTERM (``kill PID``) raises ``SystemExit(143)``, so the export's clean-up runs
-    as it does for Ctrl+C, instead of the process ending with a staged folder left in DIR."""
+    as it does for Ctrl+C, instead of the process ending with a staged folder left in DIR. A
+    SIGTERM that is ignored, or handled by a handler Python did not install, is left so."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
+        print("mlpsweep best: terminated (SIGTERM)", file=sys.stderr)
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM wait (where signals can be blocked), delivered on leaving."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def refuse_replacing(out: Path) -> None:

@@ -67,3 +67,35 @@ def test_sigterm_midway_leaves_the_earlier_export_whole_and_exits_143(tmp_path):
     assert proc.stdout.split() == ["143", "143"]
     assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "old"}  # no .mlpsweep-export-*
     assert not (tmp_path / "fresh").exists()
+
+
+def test_sigterm_during_the_moves_waits_until_the_new_export_is_whole(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "best"
+    out.mkdir()
+    (out / "model.pt").write_text("old")
+    (out / "config.json").write_text("old")
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from sweeps.cmd_best import _write_whole\n"
+        "replace = os.replace\n"
+        "def replace_once_terminated(src, dst):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # held: delivered once every file is in place\n"
+        "    replace(src, dst)\n"
+        "os.replace = replace_once_terminated\n"
+        "def new(staged):\n"
+        "    (staged / 'model.pt').write_text('new')\n"
+        "    (staged / 'config.json').write_text('new')\n"
+        "_write_whole(Path(sys.argv[1]), new)\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert "not reached" not in proc.stdout and "terminated (SIGTERM)" in proc.stderr
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"model.pt": "new", "config.json": "new"}
