@@ -300,8 +300,10 @@ def join_cluster(address: str) -> None:
     from sweeps.cli import UsageError, first_line
     from workers.ray_connect import connect
 
-    hint = "give auto, ray://HOST:PORT or HOST:PORT of a running cluster, or leave it out for a local Ray"
     target, source = auto_address() if address == "auto" else (address, "")
+    hint = ("start that cluster, or give --ray-address HOST:PORT of a running one, or leave it out for a local Ray"
+            if source else
+            "give auto, ray://HOST:PORT or HOST:PORT of a running cluster, or leave it out for a local Ray")
     host, _, port = target.removeprefix("ray://").rpartition(":")
     if host and port.isdigit():  # Ray itself retries a silent address for minutes
         try:
@@ -314,25 +316,42 @@ def join_cluster(address: str) -> None:
             warnings.simplefilter("ignore")
             connect(address)
     except Exception as exc:  # noqa: BLE001 - Ray says ValueError, ConnectionError, RuntimeError, …
-        raise UsageError(f"--ray-address: cannot join a Ray cluster at {address!r}: {first_line(exc)} ({hint})") from None
+        raise UsageError(f"--ray-address: cannot join a Ray cluster at {address!r}{source}: {first_line(exc)} "
+                         f"({hint})") from None
 
 
 def auto_address() -> tuple[str, str]:
     """Where ``--ray-address auto`` leads, as Ray resolves it, and whence, for messages:
     ``$RAY_ADDRESS``, else the cluster the last ``ray start`` on this machine recorded (a file
-    that outlives a stopped cluster), else a running Ray found on this machine. ``("auto", "")``
-    where Ray finds none (joining then says so) or resolves otherwise than this Ray does."""
+    that ``ray stop`` removes but a crashed or killed cluster, or another machine's copy of
+    ``/tmp``, leaves behind), else a running Ray found on this machine. ``("auto", "")`` where
+    Ray finds none (joining then says so) or resolves otherwise than this Ray does."""
     try:
-        from ray._private.services import get_ray_address_from_environment
-        from ray._private.utils import get_ray_address_file, read_ray_address
+        from ray._private.services import find_bootstrap_address, get_ray_address_from_environment
 
         found = get_ray_address_from_environment("auto", None)
-        whence = ("$RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else
-                  f"{get_ray_address_file(None)}, the last 'ray start' here" if found == read_ray_address(None) else
-                  "a Ray running on this machine")
+        recorded = find_bootstrap_address(None)
     except Exception:  # noqa: BLE001 - none found, or another Ray's internals: Ray's own join decides
         return "auto", ""
-    return (found, f" ({found}, from {whence})") if isinstance(found, str) and found != "auto" else ("auto", "")
+    if not isinstance(found, str) or found in ("auto", "local"):
+        return "auto", ""
+    if os.environ.get("RAY_ADDRESS") not in (None, "", "auto"):
+        whence = "$RAY_ADDRESS"
+    elif found == recorded:
+        whence = f"{_address_file() or 'the record'} of the last 'ray start' here"
+    else:
+        whence = "a Ray running on this machine"
+    return found, f" ({found}, from {whence})"
+
+
+def _address_file() -> str | None:
+    """The file in which ``ray start`` records its cluster's address (Ray's internals: None if moved)."""
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        return str(get_ray_address_file(None))
+    except Exception:  # noqa: BLE001 - only a message's detail
+        return None
 
 
 def _import_and_load(spec: Any) -> None:

@@ -200,29 +200,20 @@ def test_a_ray_address_where_no_cluster_answers_is_refused_before_anything_start
     assert files(here) == ["ray.yaml"]
 
 
-@pytest.mark.parametrize("source", ["env", "record"])
-def test_auto_leading_to_a_silent_cluster_is_refused_in_seconds(here, tmp_path_factory, capsys, monkeypatch, source):
-    # Ray would wait minutes on the address $RAY_ADDRESS names, or a stopped cluster's record
+def test_auto_where_ray_address_names_a_silent_cluster_is_refused_in_seconds(here, capsys, monkeypatch):
+    # Ray would wait minutes on it. (A crashed cluster's leftover record takes the same path, but
+    # Ray prefers any one Ray running on the machine to the record: not testable beside others.)
     import time
 
     spec = write_spec(here, name="ray")
     port = free_port()
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    temp = tmp_path_factory.mktemp("ray-tmp")
-    monkeypatch.setenv("RAY_TMPDIR", str(temp))  # where Ray keeps the last `ray start`'s address
-    record = temp / "ray" / "ray_current_cluster"
-    if source == "env":
-        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
-        whence = "$RAY_ADDRESS"
-    else:
-        record.parent.mkdir(parents=True)
-        record.write_text(f"127.0.0.1:{port}")
-        whence = f"{record}, the last 'ray start' here"
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
     started = time.monotonic()
     assert main(["run", str(spec), "--quiet", "--ray-address", "auto"]) == 2
     assert time.monotonic() - started < 30
-    assert only_error(capsys, "run").startswith(
-        f"--ray-address: no Ray cluster answers at auto (127.0.0.1:{port}, from {whence}): Connection refused")
+    assert only_error(capsys, "run") == (
+        f"--ray-address: no Ray cluster answers at auto (127.0.0.1:{port}, from $RAY_ADDRESS): Connection refused "
+        "(start that cluster, or give --ray-address HOST:PORT of a running one, or leave it out for a local Ray)")
     assert files(here) == ["ray.yaml"]
 
 
