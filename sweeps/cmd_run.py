@@ -7,6 +7,7 @@ import socket
 import sys
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any, Callable, cast
 
 __all__ = ["register", "prepare", "load_run_spec", "check_data", "execute", "start_backend",
@@ -183,10 +184,8 @@ def _listed(items: list[str], most: int = 4) -> str:
 
 def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: str | None,
              quiet: bool, report: bool) -> tuple[list[Any], Any]:
-    from rich.live import Live
-
     from sweeps.cli import UsageError
-    from sweeps.console import progress_line, stderr_console
+    from sweeps.console import Progress, stderr_console
 
     # Ray's start-up mostly waits on its own processes: beside it, the MLflow writer process
     # starts (MLflow's import, the store), and this process imports the driver (Optuna; never
@@ -219,16 +218,13 @@ def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: 
     from sweeps.driver import SweepDriver
 
     console = stderr_console()
-    live = Live("starting…", console=console, refresh_per_second=4, transient=False) if not quiet else None
-    update = (lambda stats: live.update(progress_line(stats))) if live else None
-    driver = SweepDriver(spec, backend, tracker, storage, on_update=update)
+    progress = None if quiet else Progress(console)
+    driver = SweepDriver(spec, backend, tracker, storage, on_update=progress.update if progress else None)
     try:
-        if live:
-            with live:
-                summaries = driver.run()
-                live.update(progress_line(driver.stats))
-        else:
+        with progress or nullcontext():
             summaries = driver.run()
+            if progress:
+                progress.update(driver.stats, last=True)
     except BaseException:
         if tracker.report is not None:
             tracker.report.cancel()
@@ -445,12 +441,12 @@ def _run(args: argparse.Namespace) -> int:
     complete = sum(s.state == "COMPLETE" for s in summaries)
     tracking_failed = [s for s in summaries if s.reason and s.reason.startswith("tracking failed")]
     out.print(f"{len(summaries)} trials finished ({complete} complete). Best model: "
-              f"mlpsweep best {spec.name} --out best-{spec.name}")
+              f"mlpsweep best {spec.name} --out best-{spec.name}", soft_wrap=True)  # whole, to copy
     reached = target_line(summaries, spec)
     if reached:
-        out.print(reached)
+        out.print(reached, soft_wrap=True)
     uri = tracker.tracking_uri
-    out.print(dashboard_line(uri, spec.name))
+    out.print(dashboard_line(uri, spec.name), soft_wrap=True)
     _stop_local_ray()  # beside the drawing, not after it; the results are on screen meanwhile
     report.wait()
     from tracking.client import fold_sqlite_log

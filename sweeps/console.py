@@ -1,6 +1,7 @@
 """What the CLI shows people: the live progress line and the tables (rich)."""
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -10,7 +11,9 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["top_table", "progress_line", "fmt", "dashboard_line"]
+__all__ = ["top_table", "progress_line", "fmt", "dashboard_line", "Progress", "LOG_EVERY_S"]
+
+LOG_EVERY_S = 10.0  # in a log (no terminal), the progress line is written at most this often
 
 
 def fmt(x: float | None, digits: int = 5) -> str:
@@ -46,6 +49,45 @@ def progress_line(stats: Any) -> str:
     best = fmt(stats.best_value) + (f" (trial {stats.best_number})" if stats.best_number is not None else "")
     return (f"[bold]{stats.finished}/{stats.run_cap}[/] done · {stats.running} running · {stats.failed} failed · "
             f"{stats.pruned} pruned · best {best} · {elapsed:.0f}s elapsed · ETA {eta}")
+
+
+class Progress:
+    """The sweep's progress line on ``console`` (stderr). On a terminal it is redrawn in place
+    (rich's ``Live``). In a log — a Ray job's (``submit --wait``, ``ray job logs``), CI's, a
+    file — ``Live`` would write only the last line, at the end, without its newline; there it is
+    a plain line, never wrapped, at most every ``every_s`` seconds while trials finish, and the
+    last one when the sweep ends."""
+
+    def __init__(self, console: Console, every_s: float = LOG_EVERY_S) -> None:
+        from rich.live import Live
+
+        self.console = console
+        self.every_s = every_s
+        self.live = Live("starting…", console=console, refresh_per_second=4, transient=False) \
+            if console.is_terminal else None
+        self._said: tuple[int, ...] | None = None  # the counts of the last line written to a log
+        self._at = -math.inf
+
+    def __enter__(self) -> "Progress":
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, stats: Any, last: bool = False) -> None:
+        """Show ``stats`` (a :class:`sweeps.driver.SweepStats`); ``last``: the sweep has ended."""
+        line = progress_line(stats)
+        if self.live is not None:
+            self.live.update(line)
+            return
+        counts = (stats.finished, stats.running, stats.failed, stats.pruned)
+        now = time.monotonic()
+        if last or (counts != self._said and now - self._at >= self.every_s):
+            self.console.print(line, soft_wrap=True)
+            self._said, self._at = counts, now
 
 
 def stderr_console() -> Console:
