@@ -30,6 +30,7 @@ __all__ = [
     "check_address",
     "check_stores",
     "is_loopback",
+    "redact",
     "stage_working_dir",
     "tree_size",
     "runtime_env",
@@ -136,7 +137,7 @@ def _check_one(flag: str, uri: str, check: StoreCheck) -> None:
                 f"here only through a shared filesystem")
     elif scheme in ("http", "https", *_SQL_SCHEMES) and is_loopback(parts.hostname):
         check.warnings.append(
-            f"{flag}: {parts.hostname} in {_redact(uri)} means the head node on the cluster; fine for a "
+            f"{flag}: {parts.hostname} in {redact(uri)} means the head node on the cluster; fine for a "
             f"one-machine cluster, else give the address the cluster's nodes use (e.g. the compose service name)")
 
 
@@ -165,7 +166,7 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
     """The URI with any password replaced, for messages."""
     parts = urlsplit(uri)
     if parts.password:

@@ -150,18 +150,25 @@ def _terminate_as_exit() -> Iterator[None]:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """Within: SIGINT and SIGTERM wait (where signals can be blocked), delivered on leaving."""
+    """Within: Ctrl+C and SIGTERM are noted, not acted on; on leaving, the first one noted is
+    raised again, for the handler outside. Python runs signal handlers in the main thread,
+    whichever thread the kernel gave the signal to (MLflow's download threads live on), so
+    handlers hold them where a signal mask, per thread, would not. Ignored ones stay ignored."""
     import signal
+    import threading
 
-    held = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    if threading.current_thread() is not threading.main_thread():
+        held = []
+    noted: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 def refuse_replacing(out: Path) -> None:

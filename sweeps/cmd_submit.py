@@ -112,17 +112,18 @@ def check_stored_sweep(spec: Any, storage: str, allow_changed: bool, address: st
     """Refuse here, before any job, an edited spec that the job's driver would refuse
     (:func:`sweeps.cmd_run.check_continuation`), where this machine reaches the storage the
     cluster uses: a database server on another host that answers within
-    :data:`PRECHECK_TIMEOUT_S`; a storage file or a loopback server only when the head is this
-    machine too (``address`` on loopback), as they are the head's. Read only: a storage file
-    absent here, or a database without Optuna's tables, holds no sweep to check. Where the
-    server does not answer, the job checks the spec when it starts, and this returns a warning
-    saying so.
+    :data:`PRECHECK_TIMEOUT_S`; a storage file, or a server on loopback or a local socket, only
+    when ``address`` is on loopback, taken to mean the head is this machine (a port forwarded
+    from a container or over ssh is not: such a refusal names what it read, and where). A
+    storage file absent here, or a database without Optuna's tables, holds no sweep to check
+    and is left untouched (Optuna would create its tables on opening it). Where the server does
+    not answer, the job checks the spec when it starts, and this returns a warning saying so.
 
     Raises:
         UsageError: the stored sweep ran with another spec (see ``check_continuation``).
     """
     from sweeps.cli import UsageError, first_line
-    from sweeps.cluster import is_loopback
+    from sweeps.cluster import is_loopback, redact
     from sweeps.cmd_run import check_continuation
     from sweeps.optuna_adapter import url_scheme
     from sweeps.stores import check_location
@@ -132,8 +133,10 @@ def check_stored_sweep(spec: Any, storage: str, allow_changed: bool, address: st
     head_here = is_loopback(urlsplit(address).hostname)
     scheme = url_scheme(storage)
     server = scheme not in (None, "sqlite")
-    if not head_here and (not server or is_loopback(urlsplit(storage).hostname)):
-        return None  # the head's file or server, not this machine's (check_stores said so)
+    host = urlsplit(storage).hostname if server else None  # none: a local socket
+    machines = not server or host is None or is_loopback(host)  # a file or server on each machine
+    if machines and not head_here:
+        return None  # the head's, not this machine's (check_stores said so)
     if server:
         try:
             check_location("--storage", storage, timeout_s=PRECHECK_TIMEOUT_S)
@@ -146,7 +149,9 @@ def check_stored_sweep(spec: Any, storage: str, allow_changed: bool, address: st
         if scheme is not None and not _holds_studies(storage):  # a database, a SQLite file too
             return None
         check_continuation(spec, storage, allow_changed)
-    except UsageError:
+    except UsageError as exc:
+        if machines:  # say where, should this not be the head's
+            raise UsageError(f"{exc} (read in {redact(storage)} on this machine, the head at {address})") from None
         raise
     except Exception as exc:  # noqa: BLE001 - a store this machine cannot read: the job's to check
         return f"--storage: cannot read the stored sweep from here ({first_line(exc)}); {later}"
@@ -159,11 +164,9 @@ def _holds_studies(url: str) -> bool:
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.pool import NullPool
 
-    from sweeps.stores import TIMEOUT_ARG
+    from sweeps.stores import connect_args
 
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    engine = create_engine(url, poolclass=NullPool,
-                           connect_args={TIMEOUT_ARG[scheme]: PRECHECK_TIMEOUT_S} if scheme in TIMEOUT_ARG else {})
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args(url, PRECHECK_TIMEOUT_S))
     try:
         return "studies" in inspect(engine).get_table_names()
     finally:

@@ -54,9 +54,10 @@ def progress_line(stats: Any) -> str:
 class Progress:
     """The sweep's progress line on ``console`` (stderr). On a terminal it is redrawn in place
     (rich's ``Live``). In a log — a Ray job's (``submit --wait``, ``ray job logs``), CI's, a
-    file — ``Live`` would write only the last line, at the end, without its newline; there it is
-    a plain line, never wrapped, at most every ``every_s`` seconds while trials finish, and the
-    last one when the sweep ends."""
+    file, also with ``FORCE_COLOR`` set — ``Live`` would write only the last line, at the end,
+    without its newline; there it is a plain line, never wrapped, whenever the counts (done,
+    running, failed, pruned) have changed but at most every ``every_s`` seconds, and the last
+    one when the sweep ends (or the line held back, when it stops on an error or Ctrl+C)."""
 
     def __init__(self, console: Console, every_s: float = LOG_EVERY_S) -> None:
         from rich.live import Live
@@ -64,18 +65,21 @@ class Progress:
         self.console = console
         self.every_s = every_s
         self.live = Live("starting…", console=console, refresh_per_second=4, transient=False) \
-            if console.is_terminal else None
+            if console.is_terminal and _isatty(console.file) else None
         self._said: tuple[int, ...] | None = None  # the counts of the last line written to a log
         self._at = -math.inf
+        self._held: str | None = None  # a line not written yet (too soon after the last)
 
     def __enter__(self) -> "Progress":
         if self.live is not None:
             self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, *exc: Any) -> None:
         if self.live is not None:
-            self.live.__exit__(*exc)
+            self.live.__exit__(kind, *exc)
+        elif kind is not None and self._held is not None:
+            self.console.print(self._held, soft_wrap=True)
 
     def update(self, stats: Any, last: bool = False) -> None:
         """Show ``stats`` (a :class:`sweeps.driver.SweepStats`); ``last``: the sweep has ended."""
@@ -84,10 +88,21 @@ class Progress:
             self.live.update(line)
             return
         counts = (stats.finished, stats.running, stats.failed, stats.pruned)
+        if counts == self._said and not last:
+            return
         now = time.monotonic()
-        if last or (counts != self._said and now - self._at >= self.every_s):
+        if last or now - self._at >= self.every_s:
             self.console.print(line, soft_wrap=True)
-            self._said, self._at = counts, now
+            self._said, self._at, self._held = counts, now, None
+        else:
+            self._held = line
+
+
+def _isatty(file: Any) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):  # no such method, or a closed file
+        return False
 
 
 def stderr_console() -> Console:

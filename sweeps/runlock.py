@@ -82,10 +82,12 @@ def _database_lock(storage: str, sweep: str) -> Iterator[None]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
+    from sweeps.stores import connect_args
+
     key = _pg_key(sweep)
     me = f"mlpsweep driver {socket.gethostname()} pid {os.getpid()}"[:63]
     try:
-        engine = create_engine(storage, poolclass=NullPool, connect_args={"application_name": me})
+        engine = create_engine(storage, poolclass=NullPool, connect_args=connect_args(storage, application_name=me))
         db = engine.connect()
     except Exception:  # noqa: BLE001 - an unusable storage is Optuna's to report, as without the lock
         yield
@@ -138,8 +140,10 @@ def _pg_driver(storage: str, sweep: str) -> str | None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
+    from sweeps.stores import connect_args
+
     try:
-        engine = create_engine(storage, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        engine = create_engine(storage, poolclass=NullPool, connect_args=connect_args(storage))
         with engine.connect() as db:
             holder = db.execute(text(_PG_HOLDER), {"k": _pg_key(sweep)}).first()
         engine.dispose()

@@ -10,10 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location"]
+__all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location", "connect_args"]
 
 CONNECT_TIMEOUT_S = 10  # a database server that does not answer in this long is reported as down
-TIMEOUT_ARG = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}  # its driver's name for it
+# What a database driver calls its connect timeout (DBAPI connect() keyword), by SQLAlchemy URL
+# scheme: the dialect's default driver first; drivers not listed get none.
+TIMEOUT_ARG = {"postgresql": "connect_timeout", "postgresql+psycopg2": "connect_timeout",
+               "postgresql+psycopg": "connect_timeout", "postgresql+pg8000": "timeout",
+               "mysql": "connect_timeout", "mysql+mysqldb": "connect_timeout", "mysql+pymysql": "connect_timeout"}
+
+
+def connect_args(url: str, timeout_s: float = CONNECT_TIMEOUT_S, **more: Any) -> dict[str, Any]:
+    """SQLAlchemy ``connect_args`` for the database at ``url``: its driver's connect timeout of
+    ``timeout_s`` (where the driver has one), and ``more``."""
+    scheme = url.split("://", 1)[0].lower()
+    name = TIMEOUT_ARG.get(scheme)
+    return {**({name: int(timeout_s) if name == "connect_timeout" else timeout_s} if name else {}), **more}
 
 
 def resolve_stores(tracking_uri: str | None, storage: str | None, *, create: bool = False) -> tuple[str, str]:
@@ -60,7 +72,7 @@ def check_location(flag: str, where: str, *, create: bool = True, timeout_s: int
         if scheme and not create and not path.is_file():
             raise UsageError(f"{flag}: {path} does not exist; pass the {flag} the sweep used")
     elif scheme in SQL_SCHEMES:
-        _check_server(flag, where, {TIMEOUT_ARG[scheme]: timeout_s} if scheme in TIMEOUT_ARG else {})
+        _check_server(flag, where, connect_args(where, timeout_s))
 
 
 def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:

@@ -80,9 +80,10 @@ def test_sigterm_during_the_moves_waits_until_the_new_export_is_whole(tmp_path):
     (out / "model.pt").write_text("old")
     (out / "config.json").write_text("old")
     script = (
-        "import os, signal, sys\n"
+        "import os, signal, sys, threading, time\n"
         "from pathlib import Path\n"
         "from sweeps.cmd_best import _write_whole\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # as MLflow's download threads\n"
         "replace = os.replace\n"
         "def replace_once_terminated(src, dst):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)  # held: delivered once every file is in place\n"

@@ -44,7 +44,27 @@ def test_a_log_line_is_written_at_most_every_so_often_but_the_last_always():
     assert [line[:10] for line in out.getvalue().splitlines()] == ["0/3 done ·", "3/3 done ·"]
 
 
-def test_a_terminal_gets_the_live_line():
-    out = io.StringIO()
-    progress = Progress(Console(file=out, force_terminal=True))
-    assert progress.live is not None
+def test_a_run_stopped_by_an_error_writes_the_line_it_held_back():
+    console, out = _log()
+    stats = SweepStats(run_cap=3)
+    try:
+        with Progress(console, every_s=3600.0) as progress:
+            progress.update(stats)
+            stats.done, stats.failed = 1, 1
+            progress.update(stats)
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert [line[:28] for line in out.getvalue().splitlines()] == ["0/3 done · 0 running · 0 fai",
+                                                                    "2/3 done · 0 running · 1 fai"]
+
+
+def test_only_a_real_terminal_gets_the_live_line(monkeypatch):
+    import os
+
+    monkeypatch.setenv("FORCE_COLOR", "1")  # CI systems set it: their logs are still no terminal
+    assert Progress(Console(file=io.StringIO())).live is None
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w") as tty:
+        assert Progress(Console(file=tty)).live is not None
+    os.close(leader)

@@ -254,6 +254,7 @@ def test_an_edited_spec_of_a_stored_sweep_is_refused_before_any_connection(tmp_p
     errors = [line for line in err.splitlines() if "error" in line]
     assert len(errors) == 1, err
     assert "parameters.lr.max: 0.1 -> 0.3" in errors[0] and "--allow-changed-spec" in errors[0]
+    assert f"(read in {tmp_path / 'optuna.journal'} on this machine, the head at http://127.0.0.1:" in errors[0]
 
 
 def test_allow_changed_spec_passes_the_check_on_to_the_job(tmp_path, capsys):
@@ -302,3 +303,22 @@ def test_a_storage_file_is_the_head_s_when_the_head_is_another_machine(tmp_path,
     edited, stores = _stored_sweep(tmp_path)
     with pytest.raises(AssertionError, match="submit connected to http://10.9.8.7:8265"):
         main(["submit", str(edited), "--address", "http://10.9.8.7:8265", *stores])
+
+
+def test_a_local_socket_server_is_the_head_s_when_the_head_is_another_machine(tmp_path, capsys, no_cluster):
+    spec = write_spec(tmp_path, name="s", run_cap=6)
+    with pytest.raises(AssertionError, match="submit connected to http://10.9.8.7:8265"):
+        main(["submit", str(spec), "--address", "http://10.9.8.7:8265", "--tracking-uri", "http://mlflow:5000",
+              "--storage", "postgresql://u@/optuna?host=/var/run/postgresql"])
+    assert "--storage" not in capsys.readouterr().err  # no connection tried from here, so no warning
+
+
+def test_connect_args_name_each_driver_s_timeout():
+    from sweeps.stores import connect_args
+
+    assert connect_args("postgresql://u@h/db", 3) == {"connect_timeout": 3}
+    assert connect_args("PostgreSQL+psycopg2://u@h/db", 2.5) == {"connect_timeout": 2}
+    assert connect_args("postgresql+pg8000://u@h/db", 3) == {"timeout": 3}
+    assert connect_args("mysql+pymysql://u@h/db", application_name="x") == {"connect_timeout": 10,
+                                                                             "application_name": "x"}
+    assert connect_args("sqlite:////tmp/x.db", 3) == {}
