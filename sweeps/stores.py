@@ -72,10 +72,10 @@ def check_location(flag: str, where: str, *, create: bool = True, timeout_s: int
         if scheme and not create and not path.is_file():
             raise UsageError(f"{flag}: {path} does not exist; pass the {flag} the sweep used")
     elif scheme in SQL_SCHEMES:
-        _check_server(flag, where, connect_args(where, timeout_s))
+        _check_server(flag, where, timeout_s)
 
 
-def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:
+def _check_server(flag: str, url: str, timeout_s: float) -> None:
     from sqlalchemy import create_engine, make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     from sqlalchemy.pool import NullPool
@@ -84,7 +84,7 @@ def _check_server(flag: str, url: str, connect_args: dict[str, Any]) -> None:
 
     try:
         shown = make_url(url).render_as_string(hide_password=True)
-        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args(url, timeout_s))
     except ModuleNotFoundError as exc:
         raise UsageError(f"{flag}: {url.split('://')[0]}:// needs the Python package {exc.name!r}, "
                          "which is not installed") from None
