@@ -8,6 +8,7 @@ import torch
 from conftest import bits
 
 from models import load_dataset
+from models.activations import ACTIVATIONS
 from models.training import StackTrainer, TrainConfig, restart_seed, train_restarts
 
 
@@ -119,6 +120,46 @@ def test_quasi_newton_optimizers_fit_seed1d(seed1d, optimizer):
     result = train_restarts(config, seed1d)
     assert result.best_restart is not None
     assert result.best(result.train_mse) < 0.05  # sin(x) with noise 0.1: a good fit is ~0.01
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_quasi_newton_gradients_are_autograd_s(seed1d, activation, weight_decay):
+    # scipy's BFGS / L-BFGS-B and torch's L-BFGS take a row's objective and gradients from the
+    # engine's own backprop (the batched optimizers'), not autograd: the two must agree
+    config = TrainConfig((1, 5, 4, 1), activation, "bfgs", restarts=3, weight_decay=weight_decay, seed=3)
+    trainer = StackTrainer([config], seed1d, dtype=torch.float64)
+    for r in range(config.restarts):
+        params = trainer._row_params(r, torch.float64)
+        mse, objective, grads = trainer._row_gradients(r, params)
+        leaves = [p.clone().requires_grad_(True) for p in params]
+        want_mse, want_objective = trainer._row_objective(r, leaves)
+        want = torch.autograd.grad(want_objective, leaves)
+        assert float(mse) == pytest.approx(want_mse.item(), rel=1e-12)
+        assert float(objective) == pytest.approx(want_objective.item(), rel=1e-12)
+        assert float(objective) > float(mse) if weight_decay else float(objective) == float(mse)
+        for got, expected in zip(grads, want):
+            torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["bfgs", "lbfgsb", "lbfgs"])
+def test_quasi_newton_steps_follow_autograd_s(seed1d, optimizer, monkeypatch):
+    # a few iterations with the engine's gradients land where autograd's gradients lead
+    config = TrainConfig((1, 6, 1), "sigmoid", optimizer, lr=0.02, max_epochs=8, restarts=2, seed=1, weight_decay=1e-3)
+    ours = train_restarts(config, seed1d, dtype=torch.float64)
+
+    def by_autograd(self, r, params):
+        leaves = [p.detach().clone().requires_grad_(True) for p in params]
+        mse, objective = self._row_objective(r, leaves)
+        return mse.detach(), objective.detach(), list(torch.autograd.grad(objective, leaves))
+
+    monkeypatch.setattr(StackTrainer, "_row_gradients", by_autograd)
+    theirs = train_restarts(config, seed1d, dtype=torch.float64)
+    assert ours.epochs == theirs.epochs and ours.status == theirs.status
+    assert not any(s.startswith("diverged") for s in ours.status), ours.status
+    for mine, autograd_s in zip(ours.train_curves, theirs.train_curves):
+        assert mine == pytest.approx(autograd_s, rel=1e-8)
+    assert ours.train_mse == pytest.approx(theirs.train_mse, rel=1e-6)
 
 
 def test_training_is_deterministic(seed1d):
