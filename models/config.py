@@ -23,6 +23,7 @@ __all__ = [
     "check_activation",
     "validate_sizes",
     "canonical_architecture",
+    "parameter_count",
     "restart_seed",
     "stack_key",
 ]
@@ -65,6 +66,11 @@ def validate_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise ValueError(f"sizes[{i}]: must be a positive integer, got {s!r} (in {list(out)})")
     return out
+
+
+def parameter_count(sizes: Sequence[int]) -> int:
+    """Weights and biases of an MLP with layer ``sizes`` (inputs, hidden widths..., outputs)."""
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
 def canonical_architecture(sizes: Sequence[int], activation: str) -> str:

@@ -52,15 +52,36 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
                              "store)")
 
 
-def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> Any:
-    """Validate everything a run needs before anything starts: spec, data, overrides.
+def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> tuple[Any, list[str]]:
+    """Validate everything a run needs before anything starts: spec, data, overrides. Returns
+    the spec and its :func:`advice`.
 
     Raises:
         UsageError: every problem found, one per line.
     """
     spec = load_run_spec(spec_path, run_cap, concurrency)
-    check_data(spec)
-    return spec
+    return spec, advice(spec, check_data(spec))
+
+
+def advice(spec: Any, arrays: Any) -> list[str]:
+    """Warnings (one line each) about a valid spec that runs, but not as its author likely
+    expects: scipy's BFGS on networks of more than :data:`BFGS_WARN_PARAMETERS` parameters
+    (``arrays``: the spec's data, as :func:`check_data` returns it)."""
+    from models.config import parameter_count
+
+    sizes = spec.largest_network("bfgs", len(arrays.feature_names), len(arrays.target_names))
+    n = 0 if sizes is None else parameter_count(sizes)
+    if n <= BFGS_WARN_PARAMETERS:
+        return []
+    matrix = n * n * 8 / 2**20
+    size = f"{matrix / 1024:.1f} GiB" if matrix >= 1024 else f"{matrix:.0f} MiB"
+    return [f"optimizer: bfgs trials reach {n:,} parameters ({'-'.join(map(str, sizes or ()))}): scipy's BFGS "
+            f"keeps dense {n:,} x {n:,} matrices ({size} each, several at once per restart) and multiplies two of "
+            f"them per iteration (0.75 s per iteration at 2,701 parameters on 2 cores, growing with the cube); "
+            f"lbfgsb does neither: use it above {BFGS_WARN_PARAMETERS:,} parameters"]
+
+
+BFGS_WARN_PARAMETERS = 1_000  # scipy's BFGS above it: O(N^3) per iteration (bench/README.md, session 19)
 
 
 def load_run_spec(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> Any:
@@ -90,8 +111,8 @@ def _as_flag(problem: str) -> str:
     return f"--{field.replace('_', '-')}:{rest}"
 
 
-def check_data(spec: Any) -> None:
-    """Load the spec's dataset once (a file: read and checked), as arrays: no torch here.
+def check_data(spec: Any) -> Any:
+    """Load the spec's dataset once (a file: read and checked), as arrays (returned): no torch here.
 
     Raises:
         UsageError: the problems with the data (every column's of a file), one per line, each
@@ -103,7 +124,7 @@ def check_data(spec: Any) -> None:
 
     dc = data_config(spec)
     try:
-        load_arrays(dc.dataset, **dc.load_kwargs())
+        return load_arrays(dc.dataset, **dc.load_kwargs())
     except DataError as exc:
         raise UsageError("\n".join(exc.problems)) from None
     except (ValueError, OSError) as exc:
@@ -426,8 +447,9 @@ def _run(args: argparse.Namespace) -> int:
     from sweeps.stores import resolve_stores
 
     spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
-    if spec.data.is_file:  # a file can fail to load: it is read before anything starts
-        check_data(spec)
+    # a file can fail to load: it is read before anything starts (a built-in set: milliseconds)
+    for line in advice(spec, check_data(spec)):
+        print(f"mlpsweep run: warning: {line}", file=sys.stderr)
     resolve_stores(args.tracking_uri, args.storage, create=True)  # a mistyped path or a server down: nothing starts
     if args.ray_address not in (None, "local", "none"):
         join_cluster(args.ray_address)  # a cluster that does not answer: nothing starts, no store is made

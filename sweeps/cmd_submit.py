@@ -59,7 +59,9 @@ def _submit(args: argparse.Namespace) -> int:
                                 tree_size)
     from sweeps.cmd_run import prepare
 
-    spec = prepare(args.spec, args.run_cap, args.concurrency)  # a bad spec stops here: no connection
+    spec, warnings = prepare(args.spec, args.run_cap, args.concurrency)  # a bad spec stops here: no connection
+    for line in warnings:
+        print(f"mlpsweep submit: warning: {line}", file=sys.stderr)
     problems = check_address(args.address)
     tracking_uri, storage, stores = check_stores(args.tracking_uri, args.storage)
     problems += stores.problems

@@ -32,12 +32,12 @@ def _validate(args: argparse.Namespace) -> int:
     from sweeps.cmd_run import prepare
 
     try:
-        spec = prepare(args.spec)  # what run refuses before it starts, its data included
+        spec, warnings = prepare(args.spec)  # what run refuses before it starts, its data included
     except UsageError as exc:
         if args.json:  # a script reading stdout gets JSON either way; stderr and exit 2 as always
             print(json.dumps({"spec_file": args.spec, "valid": False, "errors": str(exc).splitlines()}, indent=2))
         raise
-    print(_as_json(spec, args.spec) if args.json else _summary(spec, args.spec))
+    print(_as_json(spec, args.spec, warnings) if args.json else _summary(spec, args.spec, warnings))
     return 0
 
 
@@ -52,19 +52,20 @@ def _dimension_json(dim: Any) -> dict[str, Any]:
     return {"kind": kind, "low": dim.low, "high": dim.high, "log": dim.log, "step": dim.step}
 
 
-def _as_json(spec: Any, origin: str) -> str:
+def _as_json(spec: Any, origin: str, warnings: list[str]) -> str:
     from sweeps.spec import spec_digest, spec_to_dict
 
     return json.dumps({
         "spec_file": origin,
         "valid": True,
+        "warnings": warnings,
         "digest": spec_digest(spec),
         "spec": spec_to_dict(spec),
         "search_space": {k: _dimension_json(d) for k, d in spec.search_space().items()},
     }, indent=2)
 
 
-def _summary(spec: Any, origin: str) -> str:
+def _summary(spec: Any, origin: str, warnings: list[str]) -> str:
     from models.data import standardized
     from sweeps.cobatch import describe
     from sweeps.space import Constant, grid_size
@@ -110,4 +111,5 @@ def _summary(spec: Any, origin: str) -> str:
         cond = f"  (when depth >= {name.split('_')[1]})" if layer else ""
         lines.append(f"    {name:<{width}}  {dim}{cond}{note}")
     lines.append(f"  digest    {spec_digest(spec)}")
+    lines += [f"  warning   {line}" for line in warnings]
     return "\n".join(lines)

@@ -56,7 +56,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from models.config import ACTIVATION_NAMES, OPTIMIZERS
+from models.config import ACTIVATION_NAMES, OPTIMIZERS, parameter_count
 from sweeps.space import Categorical, Choice, Constant, Dimension, FloatRange, IntRange, grid_size
 
 __all__ = [
@@ -581,6 +581,16 @@ def _largest(dim: Dimension) -> Any:
     return dim.high
 
 
+def _values(dim: Dimension) -> Sequence[Any]:
+    """Every value of a constant, a set of choices or an integer range (not a float range)."""
+    if isinstance(dim, Constant):
+        return [dim.value]
+    if isinstance(dim, Categorical):
+        return list(dim.choices)
+    assert isinstance(dim, IntRange), dim
+    return range(dim.low, dim.high + 1, dim.step)
+
+
 def _smallest(dim: Dimension) -> Any:
     if isinstance(dim, Constant):
         return dim.value
@@ -903,6 +913,17 @@ class SweepSpec(_Frozen):
     @property
     def max_depth(self) -> int:
         return int(_largest(self.parameters["depth"]))
+
+    def largest_network(self, optimizer: str, inputs: int, outputs: int) -> tuple[int, ...] | None:
+        """The layer sizes of the network with the most parameters that a trial trained by
+        ``optimizer`` can have, on data of ``inputs`` and ``outputs`` columns; None when no trial
+        uses ``optimizer``."""
+        if optimizer not in _values(self.parameters["optimizer"]):
+            return None
+        width = self.parameters["width"]
+        nets = [(inputs, *(int(_largest(self.parameters.get(f"width_{k}", width))) for k in range(1, depth + 1)),
+                 outputs) for depth in map(int, _values(self.parameters["depth"]))]
+        return max(nets, key=parameter_count)
 
 
 # --------------------------------------------------------------------------------------------

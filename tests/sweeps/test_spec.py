@@ -589,3 +589,63 @@ def test_every_dimension_builds_an_optuna_distribution(path: Path) -> None:
         else:
             dist = distributions.FloatDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
         assert dist is not None, name
+
+
+# ---------------------------------------------------------------------------- advice
+
+BIG_BFGS = """\
+name: big
+method: tpe
+run_cap: 4
+data: {{dataset: {dataset}}}
+parameters:
+  depth: {{values: [1, 3, 2]}}
+  width: {{min: 2, max: 60}}
+  width_2: {{values: [7, 90]}}
+  optimizer: {{{optimizer}}}
+"""
+
+
+@pytest.mark.parametrize("optimizer, inputs, outputs, expected", [
+    ("value: bfgs", 1, 1, (1, 60, 90, 60, 1)),  # depth 3, each layer at its largest
+    ("values: [adam, bfgs]", 2, 2, (2, 60, 90, 60, 2)),
+    ("value: adam", 1, 1, None),  # no trial uses bfgs
+])
+def test_largest_network_of_an_optimizer(optimizer: str, inputs: int, outputs: int, expected: tuple | None) -> None:
+    spec = parse_spec(BIG_BFGS.format(dataset="seed-1d", optimizer=optimizer))
+    assert spec.largest_network("bfgs", inputs, outputs) == expected
+    if expected is not None:
+        assert spec.largest_network("lbfgsb", inputs, outputs) is None
+
+
+def test_largest_network_follows_the_depths_a_trial_can_have() -> None:
+    # depth 1 or 2: two hidden layers at most, width_2's largest choice the second's
+    text = BIG_BFGS.format(dataset="seed-1d", optimizer="value: bfgs").replace("[1, 3, 2]", "[1, 2]")
+    assert parse_spec(text).largest_network("bfgs", 1, 1) == (1, 60, 90, 1)
+    assert parse_spec(text.replace("{values: [1, 2]}", "{min: 1, max: 4}")).largest_network("bfgs", 3, 1) == \
+        (3, 60, 90, 60, 60, 1)
+
+
+def test_validate_and_run_warn_of_bfgs_on_a_large_network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sweeps.cli import main
+
+    path = tmp_path / "big.yaml"
+    path.write_text(BIG_BFGS.format(dataset="seed-rotation", optimizer="values: [adam, bfgs]"))
+    out = _run_validate(["validate", str(path)], capsys)
+    warning = [line for line in out.splitlines() if line.startswith("  warning   ")]
+    assert len(warning) == 1 and "bfgs trials reach 11,252 parameters (2-60-90-60-2)" in warning[0]
+    assert "lbfgsb" in warning[0] and "825 MiB" not in warning[0] and "966 MiB" in warning[0]  # 11,252^2 x 8 bytes
+    assert json.loads(_run_validate(["validate", str(path), "--json"], capsys))["warnings"] == [warning[0][12:]]
+    # run says it before anything starts (here a refused store stops it right after)
+    assert main(["run", str(path), "--tracking-uri", "ftp://nowhere"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"mlpsweep run: warning: {warning[0][12:]}" and err[1].startswith("mlpsweep run: error: --tracking-uri")
+
+
+def test_a_small_bfgs_sweep_gets_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "small.yaml"
+    path.write_text(BIG_BFGS.format(dataset="seed-1d", optimizer="value: bfgs").replace("max: 60", "max: 20")
+                    .replace("[7, 90]", "[7, 20]"))  # 1-20-20-20-1: 901 parameters
+    assert parse_spec(path.read_text()).largest_network("bfgs", 1, 1) == (1, 20, 20, 20, 1)
+    assert "warning" not in _run_validate(["validate", str(path)], capsys)
+    assert json.loads(_run_validate(["validate", str(path), "--json"], capsys))["warnings"] == []

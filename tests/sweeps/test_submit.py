@@ -114,7 +114,7 @@ def test_relative_data_files_travel_and_outside_ones_are_refused(tmp_path, monke
     spec = write_spec(tmp_path, name="f", text=text)
     from sweeps.cmd_run import prepare
 
-    ship, problems, warnings = cmd_submit._data_files(prepare(str(spec)))
+    ship, problems, warnings = cmd_submit._data_files(prepare(str(spec))[0])
     assert (ship, problems, warnings) == (["data/points.csv"], [], [])
     staging = tmp_path / "job"
     staging.mkdir()
