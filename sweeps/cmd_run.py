@@ -81,7 +81,17 @@ def advice(spec: Any, arrays: Any) -> list[str]:
             f"lbfgsb does neither: use it above {BFGS_WARN_PARAMETERS:,} parameters"]
 
 
+WORKER_MEMORY_MB = 350  # a trial worker's resident memory on the CPU (torch, Ray; session 19: 340 MB)
 BFGS_WARN_PARAMETERS = 1_000  # scipy's BFGS above it: O(N^3) per iteration (bench/README.md, session 19)
+
+
+def local_advice(concurrency: int, cores: int | None) -> list[str]:
+    """A warning when a local Ray would start more workers than this machine has cores."""
+    if cores is None or concurrency <= cores:
+        return []
+    return [f"concurrency: {concurrency} trials at once on this machine's {cores} CPU cores: a local Ray starts "
+            f"{concurrency} workers, each with its own torch (~{WORKER_MEMORY_MB} MB of memory, ~1 CPU-second to "
+            f"start), and they share the cores; pass --concurrency {cores} here, or --ray-address of a cluster"]
 
 
 def load_run_spec(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> Any:
@@ -448,7 +458,8 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
     # a file can fail to load: it is read before anything starts (a built-in set: milliseconds)
-    for line in advice(spec, check_data(spec)):
+    local = args.ray_address in (None, "local")
+    for line in advice(spec, check_data(spec)) + (local_advice(spec.concurrency, os.cpu_count()) if local else []):
         print(f"mlpsweep run: warning: {line}", file=sys.stderr)
     resolve_stores(args.tracking_uri, args.storage, create=True)  # a mistyped path or a server down: nothing starts
     if args.ray_address not in (None, "local", "none"):

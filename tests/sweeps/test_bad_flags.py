@@ -236,3 +236,26 @@ def test_verify_refuses_a_store_in_a_folder_that_does_not_exist(here, capsys):
     assert only_error(capsys, "verify") == (f"--tracking-uri: the folder {here}/missing does not exist; "
                                             "create it first or fix the path")
     assert files(here) == []
+
+
+def test_more_trials_at_once_than_cores_is_a_warning_before_a_local_run(here, capsys, monkeypatch):
+    spec = write_spec(here, name="wide")
+
+    class Started(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(sweeps.cmd_run, "execute", started)
+    monkeypatch.setattr(sweeps.cmd_run.os, "cpu_count", lambda: 2)
+    for concurrency, warned in (("3", True), ("2", False)):
+        with pytest.raises(Started):  # the run goes ahead as asked
+            main(["run", str(spec), "--quiet", "--concurrency", concurrency])
+        err = capsys.readouterr().err
+        assert ("mlpsweep run: warning: concurrency: 3 trials at once on this machine's 2 CPU cores" in err) is warned
+        assert "--concurrency 2 here" in err if warned else err == ""
+    with pytest.raises(Started):  # a cluster's cores are not this machine's: no word (none answers: no join)
+        monkeypatch.setattr(sweeps.cmd_run, "join_cluster", lambda address: None)
+        main(["run", str(spec), "--quiet", "--concurrency", "3", "--ray-address", "127.0.0.1:1"])
+    assert capsys.readouterr().err == ""
