@@ -112,7 +112,7 @@ def instrumented_run(spec_path: Path) -> tuple[list[tuple], float]:
             events.append((now(), "cpu", None, None, {k: v for k, v in used.items() if v >= 0.05}))
 
     Driver._ack, Driver._ask_one, Driver.run = timed_ack, timed_ask, timed_run
-    spec = prepare(str(spec_path))
+    spec, _ = prepare(str(spec_path))
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="mlpsweep-timeline-") as tmp:
         os.chdir(tmp)

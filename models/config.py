@@ -18,6 +18,7 @@ __all__ = [
     "OPTIMIZERS",
     "BATCHED_OPTIMIZERS",
     "SEQUENTIAL_OPTIMIZERS",
+    "SCIPY_OPTIMIZERS",
     "DEFAULT_LR",
     "TrainConfig",
     "check_activation",
@@ -35,6 +36,7 @@ ACTIVATION_NAMES: tuple[str, ...] = (
 LEAKY_SLOPE = 0.01  # leaky_relu's slope below zero
 BATCHED_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SEQUENTIAL_OPTIMIZERS = ("lbfgs", "bfgs", "lbfgsb")
+SCIPY_OPTIMIZERS = ("bfgs", "lbfgsb")  # scipy.optimize.minimize: on the CPU, in float64
 OPTIMIZERS = BATCHED_OPTIMIZERS + SEQUENTIAL_OPTIMIZERS
 DEFAULT_LR = {"adam": 0.01, "sgd": 0.01, "rmsprop": 0.01, "lbfgs": 0.5, "bfgs": 1.0, "lbfgsb": 1.0}
 

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from models.activations import get_activation
-from models.config import (BATCHED_OPTIMIZERS, DEFAULT_LR, OPTIMIZERS, SEQUENTIAL_OPTIMIZERS, TrainConfig,
-                           restart_seed, stack_key)
+from models.config import (BATCHED_OPTIMIZERS, DEFAULT_LR, OPTIMIZERS, SCIPY_OPTIMIZERS, SEQUENTIAL_OPTIMIZERS,
+                           TrainConfig, restart_seed, stack_key)
 from models.data import Dataset
 
 __all__ = [
@@ -281,7 +281,7 @@ class StackTrainer:
     Args:
         configs: one or more configs with equal :func:`stack_key`.
         data: the dataset (train/val/test tensors).
-        device: torch device for the math.
+        device: torch device for the math (scipy's ``bfgs`` and ``lbfgsb``: always the CPU).
         dtype: float32 (default) or float64.
         restart_ids: train only these restart indices of every config (default: all), e.g. to
             reproduce one restart of a trial alone.
@@ -313,7 +313,9 @@ class StackTrainer:
         if data.X_train.shape[0] == 0:
             raise ValueError("data: the training set is empty")
         self.configs = tuple(configs)
-        self.device = torch.device(device)
+        # scipy's optimizers work on NumPy arrays: their rows are trained on the CPU, whatever
+        # ``device`` (a GPU would only add a copy each way per evaluation on these sizes)
+        self.device = torch.device("cpu" if first.optimizer in SCIPY_OPTIMIZERS else device)
         self.dtype = dtype
         self.act = get_activation(first.activation)
         self.sizes = first.sizes
@@ -707,7 +709,7 @@ class StackTrainer:
         if wd <= 0:
             return mse, mse, self._gradients(cache, y, params)
         objective = mse + wd * sum((W**2).sum() for W in params[0::2])
-        return mse, objective, self._gradients(cache, y, params, torch.tensor([wd], dtype=params[0].dtype))
+        return mse, objective, self._gradients(cache, y, params, self.weight_decay[r : r + 1].to(params[0]))
 
     def _train_as(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Training data in ``dtype`` (scipy works in float64), converted once."""
@@ -803,7 +805,7 @@ def train_restarts(
     Args:
         config: the recipe.
         data: train/val/test tensors (see :func:`models.load_dataset`).
-        device: where the math runs.
+        device: where the math runs (scipy's ``bfgs`` and ``lbfgsb``: the CPU).
         dtype: float32 (default) or float64.
 
     Returns:

@@ -60,22 +60,27 @@ def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None 
         UsageError: every problem found, one per line.
     """
     spec = load_run_spec(spec_path, run_cap, concurrency)
-    return spec, advice(spec, check_data(spec))
+    arrays = check_data(spec)
+    return spec, advice(spec, lambda: arrays)
 
 
-def advice(spec: Any, arrays: Any) -> list[str]:
+def advice(spec: Any, arrays: Callable[[], Any]) -> list[str]:
     """Warnings (one line each) about a valid spec that runs, but not as its author likely
-    expects: scipy's BFGS on networks of more than :data:`BFGS_WARN_PARAMETERS` parameters
-    (``arrays``: the spec's data, as :func:`check_data` returns it)."""
+    expects: scipy's BFGS on networks of more than :data:`BFGS_WARN_PARAMETERS` parameters.
+    ``arrays`` gives the spec's data (as :func:`check_data` returns it), called only for a spec
+    with BFGS trials (loading a built-in set imports what the driver does, ~0.15 s)."""
     from models.config import parameter_count
 
-    sizes = spec.largest_network("bfgs", len(arrays.feature_names), len(arrays.target_names))
-    n = 0 if sizes is None else parameter_count(sizes)
+    if spec.largest_network("bfgs", 1, 1) is None:
+        return []
+    data = arrays()
+    sizes = spec.largest_network("bfgs", len(data.feature_names), len(data.target_names))
+    n = parameter_count(sizes)
     if n <= BFGS_WARN_PARAMETERS:
         return []
     matrix = n * n * 8 / 2**20
     size = f"{matrix / 1024:.1f} GiB" if matrix >= 1024 else f"{matrix:.0f} MiB"
-    return [f"optimizer: bfgs trials reach {n:,} parameters ({'-'.join(map(str, sizes or ()))}): scipy's BFGS "
+    return [f"optimizer: bfgs trials reach {n:,} parameters ({'-'.join(map(str, sizes))}): scipy's BFGS "
             f"keeps dense {n:,} x {n:,} matrices ({size} each, several at once per restart) and multiplies two of "
             f"them per iteration (0.75 s per iteration at 2,701 parameters on 2 cores, growing with the cube); "
             f"lbfgsb does neither: use it above {BFGS_WARN_PARAMETERS:,} parameters"]
@@ -457,9 +462,10 @@ def _run(args: argparse.Namespace) -> int:
     from sweeps.stores import resolve_stores
 
     spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
-    # a file can fail to load: it is read before anything starts (a built-in set: milliseconds)
+    arrays = check_data(spec) if spec.data.is_file else None  # a file can fail to load: read before anything starts
     local = args.ray_address in (None, "local")
-    for line in advice(spec, check_data(spec)) + (local_advice(spec.concurrency, os.cpu_count()) if local else []):
+    for line in advice(spec, lambda: arrays or check_data(spec)) + \
+            (local_advice(spec.concurrency, os.cpu_count()) if local else []):
         print(f"mlpsweep run: warning: {line}", file=sys.stderr)
     resolve_stores(args.tracking_uri, args.storage, create=True)  # a mistyped path or a server down: nothing starts
     if args.ray_address not in (None, "local", "none"):

@@ -649,3 +649,14 @@ def test_a_small_bfgs_sweep_gets_no_warning(tmp_path: Path, capsys: pytest.Captu
     assert parse_spec(path.read_text()).largest_network("bfgs", 1, 1) == (1, 20, 20, 20, 1)
     assert "warning" not in _run_validate(["validate", str(path)], capsys)
     assert json.loads(_run_validate(["validate", str(path), "--json"], capsys))["warnings"] == []
+
+
+def test_advice_reads_the_data_only_for_a_spec_with_bfgs_trials() -> None:
+    from sweeps.cmd_run import advice
+
+    def unread() -> None:
+        raise AssertionError("the data was loaded")  # run loads a built-in set only where bfgs needs its shape
+
+    assert advice(parse_spec(BIG_BFGS.format(dataset="seed-1d", optimizer="value: adam")), unread) == []
+    with pytest.raises(AssertionError, match="loaded"):
+        advice(parse_spec(BIG_BFGS.format(dataset="seed-1d", optimizer="value: bfgs")), unread)
