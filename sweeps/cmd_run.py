@@ -343,6 +343,10 @@ def join_cluster(address: str) -> None:
         except OSError as exc:
             raise UsageError(f"--ray-address: no Ray cluster answers at {address}{source}: "
                              f"{exc.strerror or 'no answer in %g s' % PROBE_SECONDS} ({hint})") from None
+        if not speaks_grpc(host.strip("[]"), int(port)):  # Ray would retry another service's port for minutes
+            raise UsageError(f"--ray-address: no Ray cluster answers at {address}{source}: something listens there "
+                             f"but speaks no gRPC, as Ray's ports do (a head's GCS: HOST:6379 by default; its client "
+                             f"server: ray://HOST:10001; the dashboard's 8265 is for 'mlpsweep submit') ({hint})")
     try:
         with warnings.catch_warnings():  # Ray's client warns of the timeout it then raises
             warnings.simplefilter("ignore")
@@ -350,6 +354,24 @@ def join_cluster(address: str) -> None:
     except Exception as exc:  # noqa: BLE001 - Ray says ValueError, ConnectionError, RuntimeError, …
         raise UsageError(f"--ray-address: cannot join a Ray cluster at {address!r}{source}: {first_line(exc)} "
                          f"({hint})") from None
+
+
+def speaks_grpc(host: str, port: int, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether a gRPC server (HTTP/2) answers at ``host:port`` within ``timeout`` s, as a Ray
+    head's GCS and client server do and a web server or a database does not. True, unchecked,
+    where Ray's TLS is on (``RAY_USE_TLS``: the handshake is TLS's)."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return True
+    import grpc
+
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
 
 
 def auto_address() -> tuple[str, str]:

@@ -259,3 +259,51 @@ def test_more_trials_at_once_than_cores_is_a_warning_before_a_local_run(here, ca
         monkeypatch.setattr(sweeps.cmd_run, "join_cluster", lambda address: None)
         main(["run", str(spec), "--quiet", "--concurrency", "3", "--ray-address", "127.0.0.1:1"])
     assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def web_server():
+    """A port where an HTTP/1 server (not Ray) answers, as Ray's dashboard port 8265 does."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # the test reads stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_a_ray_address_where_another_service_answers_is_refused_in_seconds(here, capsys, web_server, scheme):
+    # before: Ray retried a GCS address for minutes (still waiting at 120 s), its client 30 s
+    import time
+
+    spec = write_spec(here, name="ray")
+    address = f"{scheme}127.0.0.1:{web_server}"
+    started = time.monotonic()
+    assert main(["run", str(spec), "--quiet", "--ray-address", address]) == 2
+    assert time.monotonic() - started < 20
+    assert only_error(capsys, "run").startswith(
+        f"--ray-address: no Ray cluster answers at {address}: something listens there but speaks no gRPC")
+    assert files(here) == ["ray.yaml"]
+
+
+def test_speaks_grpc_tells_a_grpc_server_from_another_service(web_server, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        assert sweeps.cmd_run.speaks_grpc("127.0.0.1", port, timeout=5)
+        assert not sweeps.cmd_run.speaks_grpc("127.0.0.1", web_server, timeout=1)
+        monkeypatch.setenv("RAY_USE_TLS", "1")  # a TLS cluster is left to Ray's own handshake
+        assert sweeps.cmd_run.speaks_grpc("127.0.0.1", web_server, timeout=1)
+    finally:
+        server.stop(None)
