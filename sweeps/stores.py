@@ -13,6 +13,7 @@ from typing import Any
 __all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location", "connect_args"]
 
 CONNECT_TIMEOUT_S = 10  # a database server that does not answer in this long is reported as down
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 # What a database driver calls its connect timeout (DBAPI connect() keyword), by SQLAlchemy URL
 # scheme: the dialect's default driver first; drivers not listed get none.
 TIMEOUT_ARG = {"postgresql": "connect_timeout", "postgresql+psycopg2": "connect_timeout",
@@ -71,8 +72,24 @@ def check_location(flag: str, where: str, *, create: bool = True, timeout_s: int
             raise UsageError(f"{flag}: the folder {path.parent} does not exist; create it first or fix the path")
         if scheme and not create and not path.is_file():
             raise UsageError(f"{flag}: {path} does not exist; pass the {flag} the sweep used")
+        if scheme and not _is_sqlite_file(path):
+            raise UsageError(f"{flag}: {path} is not a SQLite database (it does not start as one); pass the {flag} "
+                             f"the sweep used, or move that file away")
     elif scheme in SQL_SCHEMES:
         _check_server(flag, where, timeout_s)
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is missing, empty (SQLite makes a database of it) or starts with SQLite's
+    header: else MLflow and Optuna fail on it only after retrying for a minute or more."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return True
+    except OSError:  # unreadable: the store's own open says why
+        return True
+    return head in (b"", SQLITE_HEADER)
 
 
 def _check_server(flag: str, url: str, timeout_s: float) -> None:

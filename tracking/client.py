@@ -286,6 +286,9 @@ def _restore(client: MlflowClient, experiment_id: str, name: str) -> None:
 _FAST_SQLITE = False
 
 
+DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # a file retrying cannot mend
+
+
 def enable_fast_sqlite() -> None:
     """Make every SQLite store this process opens (MLflow's and Optuna's) commit without an fsync.
 
@@ -304,10 +307,19 @@ def enable_fast_sqlite() -> None:
     @event.listens_for(Engine, "connect")
     def _pragmas(dbapi_connection, connection_record):  # type: ignore[no-untyped-def]
         if type(dbapi_connection).__module__.startswith("sqlite3"):
+            import sqlite3
+
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
+            try:
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.DatabaseError as exc:
+                # A file that is no database, or a damaged one: its first query says so. Raised
+                # here, MLflow would retry creating its engine for ~100 s before any error.
+                if getattr(exc, "sqlite_errorname", "") not in DAMAGED_SQLITE_ERRORS:
+                    raise
+            finally:
+                cursor.close()
 
     _FAST_SQLITE = True

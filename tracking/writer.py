@@ -26,6 +26,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from tracking.client import DAMAGED_SQLITE_ERRORS
 from tracking.forked import FORK
 from tracking.runs import (CURVE_POINTS, CURVES_FILE, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, TAG, chunks,
                            finite_or_none, metric, trial_metrics)
@@ -56,7 +57,7 @@ class TrackingError(RuntimeError):
 
 # SQLite's answers for a damaged file: no retry mends it (SQLITE_CORRUPT: e.g. a write-ahead log
 # left by a deleted store replayed into a new one; SQLITE_NOTADB: not a SQLite file at all).
-PERMANENT_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+PERMANENT_SQLITE_ERRORS = DAMAGED_SQLITE_ERRORS
 DAMAGED = "the MLflow store is damaged (retrying cannot help)"  # starts the error of such a write
 
 

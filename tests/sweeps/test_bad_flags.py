@@ -307,3 +307,17 @@ def test_speaks_grpc_tells_a_grpc_server_from_another_service(web_server, monkey
         assert sweeps.cmd_run.speaks_grpc("127.0.0.1", web_server, timeout=1)
     finally:
         server.stop(None)
+
+
+@pytest.mark.parametrize("flag", ["--tracking-uri", "--storage"])
+def test_a_sqlite_file_that_is_no_database_is_refused_before_anything_starts(here, capsys, flag):
+    # MLflow retried such a file for ~100 s (with WAL's pragmas on) before its error, Ray started
+    (here / "junk.db").write_bytes(b"these are not the bytes of a database\n")
+    spec = write_spec(here, name="junk")
+    assert main(["run", str(spec), "--quiet", flag, f"sqlite:///{here}/junk.db"]) == 2
+    assert only_error(capsys, "run") == (f"{flag}: {here}/junk.db is not a SQLite database (it does not start as "
+                                         f"one); pass the {flag} the sweep used, or move that file away")
+    assert files(here) == ["junk.db", "junk.yaml"]
+    (here / "empty.db").write_bytes(b"")  # SQLite makes a database of an empty file: not refused here
+    with pytest.raises(AssertionError, match="the run started"):
+        main(["run", str(spec), "--quiet", flag, f"sqlite:///{here}/empty.db"])

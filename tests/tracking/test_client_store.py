@@ -73,14 +73,30 @@ def test_a_store_copied_from_the_schema_template_equals_one_mlflow_migrates(tmp_
     assert ensure_experiment(client, "x")
 
 
-def test_an_unusable_schema_template_is_rebuilt(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    template = schema_template()
-    assert template is not None
-    template.write_bytes(b"not a database")
-    client = make_client(f"sqlite:///{tmp_path}/mlflow.db")
-    assert ensure_experiment(client, "x")
-    with sqlite3.connect(template) as db:
+REBUILD = """
+import sys, time
+from tracking.client import enable_fast_sqlite, ensure_experiment, make_client, schema_template
+enable_fast_sqlite()  # as every sweep's processes do
+schema_template().write_bytes(b"SQLite format 3\\x00" + b"damaged " * 200 if sys.argv[2] == "damaged" else b"no db")
+started = time.monotonic()
+assert ensure_experiment(make_client(f"sqlite:///{sys.argv[1]}/mlflow.db"), "x")
+print(time.monotonic() - started)
+"""
+
+
+@pytest.mark.parametrize("junk", ["no database", "damaged"])
+def test_an_unusable_schema_template_is_rebuilt(tmp_path, junk):
+    # with WAL's pragmas on every connection, a template that is no database (or a damaged one)
+    # failed MLflow's engine creation, which it retried for ~100 s before the rebuild
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", REBUILD, str(tmp_path), junk], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.split()[-1]) < 30
+    assert "is unusable; building the schema anew" in proc.stderr
+    template = tmp_path / "cache" / "mlpsweep"
+    (kept,) = template.glob("mlflow-schema-*.db")
+    with sqlite3.connect(kept) as db:
         assert db.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
     db.close()
 
