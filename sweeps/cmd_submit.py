@@ -203,7 +203,7 @@ def _connect(address: str) -> Any:
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    from sweeps.cli import UsageError
+    from sweeps.cli import UsageError, first_line
     from sweeps.cluster import auth_headers
 
     try:
@@ -213,6 +213,9 @@ def _connect(address: str) -> Any:
     except ConnectionError as exc:
         raise UsageError(f"--address: cannot reach the Ray Jobs API at {address} ({exc}); is the head "
                          f"running and its dashboard port published?") from None
+    except RuntimeError as exc:  # Ray's version check: something answers there, not a Ray dashboard
+        raise UsageError(f"--address: {address} answers, but not as a Ray cluster's Jobs API "
+                         f"({first_line(exc)}); give the head's dashboard URL, http://HOST:8265 by default") from None
 
 
 def _auth_hint(address: str, exc: Exception) -> str:

@@ -173,3 +173,24 @@ def postgres_databases(stem: str, *kinds: str) -> Iterator[dict[str, str]]:
             for db in names.values():
                 cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def web_server():
+    """The port of an HTTP/1 server that is not Ray (every GET: 404), as a web page or another
+    service's port is where a Ray address was meant."""
+    import http.server
+    import threading
+
+    class NotRay(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):  # tests read stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotRay)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()

@@ -261,22 +261,6 @@ def test_more_trials_at_once_than_cores_is_a_warning_before_a_local_run(here, ca
     assert capsys.readouterr().err == ""
 
 
-@pytest.fixture
-def web_server():
-    """A port where an HTTP/1 server (not Ray) answers, as Ray's dashboard port 8265 does."""
-    import http.server
-    import threading
-
-    class Quiet(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):  # the test reads stderr
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-
-
 @pytest.mark.parametrize("scheme", ["", "ray://"])
 def test_a_ray_address_where_another_service_answers_is_refused_in_seconds(here, capsys, web_server, scheme):
     # before: Ray retried a GCS address for minutes (still waiting at 120 s), its client 30 s

@@ -322,3 +322,13 @@ def test_connect_args_name_each_driver_s_timeout():
     assert connect_args("mysql+pymysql://u@h/db", application_name="x") == {"connect_timeout": 10,
                                                                              "application_name": "x"}
     assert connect_args("sqlite:////tmp/x.db", 3) == {}
+
+
+def test_an_address_where_something_else_answers_is_a_clear_usage_error(tmp_path, capsys, web_server):
+    # Ray's client raised its version check's RuntimeError: a traceback, exit 1
+    spec = write_spec(tmp_path)
+    address = f"http://127.0.0.1:{web_server}"
+    assert main(["submit", str(spec), "--address", address, *SERVER]) == 2
+    err = capsys.readouterr().err
+    assert f"mlpsweep submit: error: --address: {address} answers, but not as a Ray cluster's Jobs API" in err
+    assert "http://HOST:8265" in err and "Traceback" not in err
