@@ -52,6 +52,10 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
                              "store)")
 
 
+WORKER_MEMORY_MB = 350  # a trial worker's resident memory on the CPU (torch, Ray; session 19: 340 MB)
+BFGS_WARN_PARAMETERS = 1_000  # scipy's BFGS above it: O(N^3) per iteration (bench/README.md, session 19)
+
+
 def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None = None) -> tuple[Any, list[str]]:
     """Validate everything a run needs before anything starts: spec, data, overrides. Returns
     the spec and its :func:`advice`.
@@ -64,16 +68,16 @@ def prepare(spec_path: str, run_cap: int | None = None, concurrency: int | None 
     return spec, advice(spec, lambda: arrays)
 
 
-def advice(spec: Any, arrays: Callable[[], Any]) -> list[str]:
+def advice(spec: Any, arrays_of: Callable[[], Any]) -> list[str]:
     """Warnings (one line each) about a valid spec that runs, but not as its author likely
     expects: scipy's BFGS on networks of more than :data:`BFGS_WARN_PARAMETERS` parameters.
-    ``arrays`` gives the spec's data (as :func:`check_data` returns it), called only for a spec
-    with BFGS trials (loading a built-in set imports what the driver does, ~0.15 s)."""
+    ``arrays_of()`` gives the spec's data (as :func:`check_data` returns it), called only for a
+    spec with BFGS trials (loading a built-in set imports what the driver does, ~0.15 s)."""
     from models.config import parameter_count
 
     if spec.largest_network("bfgs", 1, 1) is None:
         return []
-    data = arrays()
+    data = arrays_of()
     sizes = spec.largest_network("bfgs", len(data.feature_names), len(data.target_names))
     n = parameter_count(sizes)
     if n <= BFGS_WARN_PARAMETERS:
@@ -84,10 +88,6 @@ def advice(spec: Any, arrays: Callable[[], Any]) -> list[str]:
             f"keeps dense {n:,} x {n:,} matrices ({size} each, several at once per restart) and multiplies two of "
             f"them per iteration (0.75 s per iteration at 2,701 parameters on 2 cores, growing with the cube); "
             f"lbfgsb does neither: use it above {BFGS_WARN_PARAMETERS:,} parameters"]
-
-
-WORKER_MEMORY_MB = 350  # a trial worker's resident memory on the CPU (torch, Ray; session 19: 340 MB)
-BFGS_WARN_PARAMETERS = 1_000  # scipy's BFGS above it: O(N^3) per iteration (bench/README.md, session 19)
 
 
 def local_advice(concurrency: int, cores: int | None) -> list[str]:
@@ -486,7 +486,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_run_spec(args.spec, args.run_cap, args.concurrency)
     arrays = check_data(spec) if spec.data.is_file else None  # a file can fail to load: read before anything starts
     local = args.ray_address in (None, "local")
-    for line in advice(spec, lambda: arrays or check_data(spec)) + \
+    for line in advice(spec, lambda: check_data(spec) if arrays is None else arrays) + \
             (local_advice(spec.concurrency, os.cpu_count()) if local else []):
         print(f"mlpsweep run: warning: {line}", file=sys.stderr)
     resolve_stores(args.tracking_uri, args.storage, create=True)  # a mistyped path or a server down: nothing starts

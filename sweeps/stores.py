@@ -84,12 +84,9 @@ def _is_sqlite_file(path: Path) -> bool:
     header: else MLflow and Optuna fail on it only after retrying for a minute or more."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
+            return fh.read(len(SQLITE_HEADER)) in (b"", SQLITE_HEADER)
+    except OSError:  # missing (made later), or unreadable: the store's own open says why
         return True
-    except OSError:  # unreadable: the store's own open says why
-        return True
-    return head in (b"", SQLITE_HEADER)
 
 
 def _check_server(flag: str, url: str, timeout_s: float) -> None:
