@@ -692,11 +692,12 @@ class StackTrainer:
     def _row_objective(self, r: int, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         X, y = self._train_as(params[0].dtype)
         mse = _mse(self.forward(params, X), y)[0]
-        objective = mse
+        return mse, self._row_penalised(r, mse, params)
+
+    def _row_penalised(self, r: int, mse: Tensor, params: Sequence[Tensor]) -> Tensor:
+        """Row ``r``'s objective: ``mse`` plus its L2 penalty on ``params``' weights, if any."""
         wd = float(self.weight_decay[r])
-        if wd > 0:
-            objective = mse + wd * sum((W**2).sum() for W in params[0::2])
-        return mse, objective
+        return mse + wd * sum((W**2).sum() for W in params[0::2]) if wd > 0 else mse
 
     def _row_gradients(self, r: int, params: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Row ``r``'s MSE, objective (:meth:`_row_objective`'s) and gradients at ``params``, by the
@@ -705,11 +706,8 @@ class StackTrainer:
         X, y = self._train_as(params[0].dtype)
         cache = self._forward_cache(X, params)
         mse = _mse(cache[0][-1], y)[0]
-        wd = float(self.weight_decay[r])
-        if wd <= 0:
-            return mse, mse, self._gradients(cache, y, params)
-        objective = mse + wd * sum((W**2).sum() for W in params[0::2])
-        return mse, objective, self._gradients(cache, y, params, self.weight_decay[r : r + 1].to(params[0]))
+        l2 = self.weight_decay[r : r + 1].to(params[0]) if float(self.weight_decay[r]) > 0 else None
+        return mse, self._row_penalised(r, mse, params), self._gradients(cache, y, params, l2)
 
     def _train_as(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Training data in ``dtype`` (scipy works in float64), converted once."""

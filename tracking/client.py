@@ -286,7 +286,9 @@ def _restore(client: MlflowClient, experiment_id: str, name: str) -> None:
 _FAST_SQLITE = False
 
 
-DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # a file retrying cannot mend
+# SQLite's answers for a damaged file: no retry mends it (SQLITE_CORRUPT: e.g. a write-ahead log
+# left by a deleted store replayed into a new one; SQLITE_NOTADB: not a SQLite file at all).
+DAMAGED_SQLITE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def enable_fast_sqlite() -> None:

@@ -55,9 +55,6 @@ class TrackingError(RuntimeError):
     """An MLflow read the writer process did for the driver failed (the message says why)."""
 
 
-# SQLite's answers for a damaged file: no retry mends it (SQLITE_CORRUPT: e.g. a write-ahead log
-# left by a deleted store replayed into a new one; SQLITE_NOTADB: not a SQLite file at all).
-PERMANENT_SQLITE_ERRORS = DAMAGED_SQLITE_ERRORS
 DAMAGED = "the MLflow store is damaged (retrying cannot help)"  # starts the error of such a write
 
 
@@ -73,7 +70,7 @@ def is_permanent(exc: BaseException) -> bool:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, sqlite3.DatabaseError) and getattr(e, "sqlite_errorname", "") in PERMANENT_SQLITE_ERRORS:
+        if isinstance(e, sqlite3.DatabaseError) and getattr(e, "sqlite_errorname", "") in DAMAGED_SQLITE_ERRORS:
             return True
         orig = getattr(e, "orig", None)  # SQLAlchemy's wrapper of the driver's error
         stack += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
