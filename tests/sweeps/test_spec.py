@@ -626,20 +626,23 @@ def test_largest_network_follows_the_depths_a_trial_can_have() -> None:
         (3, 60, 90, 60, 60, 1)
 
 
-def test_validate_and_run_warn_of_bfgs_on_a_large_network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_and_run_warn_of_bfgs_on_a_large_network(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from sweeps.cli import main
 
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "big.yaml"
     path.write_text(BIG_BFGS.format(dataset="seed-rotation", optimizer="values: [adam, bfgs]"))
     out = _run_validate(["validate", str(path)], capsys)
     warning = [line for line in out.splitlines() if line.startswith("  warning   ")]
     assert len(warning) == 1 and "bfgs trials reach 11,252 parameters (2-60-90-60-2)" in warning[0]
-    assert "lbfgsb" in warning[0] and "825 MiB" not in warning[0] and "966 MiB" in warning[0]  # 11,252^2 x 8 bytes
+    assert "lbfgsb" in warning[0] and "(966 MiB each" in warning[0]  # 11,252^2 x 8 bytes
     assert json.loads(_run_validate(["validate", str(path), "--json"], capsys))["warnings"] == [warning[0][12:]]
     # run says it before anything starts (here a refused store stops it right after)
     assert main(["run", str(path), "--tracking-uri", "ftp://nowhere"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"mlpsweep run: warning: {warning[0][12:]}" and err[1].startswith("mlpsweep run: error: --tracking-uri")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]  # nothing made
 
 
 def test_a_small_bfgs_sweep_gets_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
