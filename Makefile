@@ -26,6 +26,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/restarts.py
+	$(PY) bench/shapes.py
 	$(PY) bench/sweep.py --json bench/last-run.json
 	$(PY) bench/timeline.py bench/seed-1d-64.yaml
 

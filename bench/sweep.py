@@ -115,27 +115,40 @@ def configs_of(study, spec_path: Path) -> list:
 
 
 def plain_loop(configs: list, data) -> tuple[float, float]:
-    """Restarts one after another in plain PyTorch, with the same stopping rules."""
+    """Restarts one after another in plain PyTorch, with the same stopping rules (judged on the
+    full training set at each epoch's start) and, with a ``batch_size``, the same mini-batches."""
     t0 = time.perf_counter()
     best_val = math.inf
+    n = data.X_train.shape[0]
     for c in configs:
         best = (math.inf, math.inf)
+        full_batch = c.batch_size is None or c.batch_size >= n
         for r in range(c.restarts):
-            model = MLP(c.sizes, c.activation, generator=torch.Generator().manual_seed(restart_seed(c.seed, r)))
+            generator = torch.Generator().manual_seed(restart_seed(c.seed, r))
+            model = MLP(c.sizes, c.activation, generator=generator)
             if c.optimizer == "adam":
                 opt = torch.optim.Adam(model.parameters(), lr=c.learning_rate)
             else:
                 opt = torch.optim.SGD(model.parameters(), lr=c.learning_rate, momentum=c.momentum)
             prev = math.inf
             for _ in range(c.max_epochs):
-                loss = ((model(data.X_train) - data.y_train) ** 2).mean()
+                with torch.set_grad_enabled(full_batch):
+                    loss = ((model(data.X_train) - data.y_train) ** 2).mean()
                 value = loss.item()
                 if not math.isfinite(value) or value > 2 * prev:
                     break
                 prev = value
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                if full_batch:
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    continue
+                order = torch.randperm(n, generator=generator)
+                for start in range(0, n, c.batch_size):
+                    idx = order[start : start + c.batch_size]
+                    opt.zero_grad()
+                    ((model(data.X_train[idx]) - data.y_train[idx]) ** 2).mean().backward()
+                    opt.step()
             with torch.no_grad():
                 train = ((model(data.X_train) - data.y_train) ** 2).mean().item()
                 val = ((model(data.X_val) - data.y_val) ** 2).mean().item()

@@ -247,6 +247,15 @@ def _everything(result) -> tuple:
             {k: v.tolist() for k, v in (result.state_dict or {}).items()})
 
 
+def _mixed_stack(optimizer: str, batch_size: int | None) -> list[TrainConfig]:
+    """5 trials × 3 restarts of one shape: one diverges (a row stops: the masked update), one has
+    an L2 penalty (a per-row sum), one converges early."""
+    return [TrainConfig((1, 6, 6, 1), "tanh", optimizer, lr=lr, momentum=0.9 if optimizer == "sgd" else 0.0,
+                        batch_size=batch_size, max_epochs=40, restarts=3, tol=1e-3 if i == 4 else 0.0,
+                        weight_decay=1e-3 if i == 2 else 0.0, seed=50 + i)
+            for i, lr in enumerate([0.003, 0.03, 0.1, 50.0, 0.01])]
+
+
 @pytest.mark.parametrize("batch_size", [None, 16])
 @pytest.mark.parametrize("chunk", [4, 64])
 def test_row_chunks_and_idle_rows_change_no_number(batch_size, chunk):
@@ -255,9 +264,7 @@ def test_row_chunks_and_idle_rows_change_no_number(batch_size, chunk):
     # restarts = 15 rows, padded to 16 or 64; one trial diverges (a row stops: the masked update),
     # one has an L2 penalty (a per-row sum), one converges early.
     data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
-    configs = [TrainConfig((1, 6, 6, 1), "tanh", "sgd", lr=lr, momentum=0.9, batch_size=batch_size, max_epochs=40,
-                           restarts=3, tol=1e-3 if i == 4 else 0.0, weight_decay=1e-3 if i == 2 else 0.0, seed=50 + i)
-               for i, lr in enumerate([0.003, 0.03, 0.1, 50.0, 0.01])]
+    configs = _mixed_stack("sgd", batch_size)
     whole = StackTrainer(configs, data, row_chunk=0)
     chunked = StackTrainer(configs, data, row_chunk=chunk)
     assert (whole.rows, chunked.rows) == (15, 16 if chunk == 4 else 64)
@@ -267,6 +274,38 @@ def test_row_chunks_and_idle_rows_change_no_number(batch_size, chunk):
     assert [_everything(r) for r in results] == [_everything(r) for r in whole.results()]
     assert results[3].status[0].startswith("diverged") and results[0].status[0] == "max_epochs"
     assert not chunked.flat[15:].any()  # idle rows kept their zero parameters
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("batch_size", [None, 16])
+@pytest.mark.parametrize("block", [1, 4])
+def test_row_blocks_change_no_number(optimizer, batch_size, block):
+    # A CPU pass goes block by block of rows (cpu_block): every number is the whole stack's
+    data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
+    configs = _mixed_stack(optimizer, batch_size)
+    whole = StackTrainer(configs, data, row_block=0)
+    blocked = StackTrainer(configs, data, row_block=block)
+    assert len(blocked._blocks(data.X_train.shape[0])) == -(-15 // block) and len(whole._blocks(80)) == 1
+    whole.advance()
+    blocked.advance()
+    results = blocked.results()
+    assert [_everything(r) for r in results] == [_everything(r) for r in whole.results()]
+    assert results[3].status[0].startswith("diverged") and results[0].status[0] == "max_epochs"
+
+
+def test_cpu_blocks_depend_on_the_shape_and_samples_only():
+    from models.training import CPU_BLOCK_BYTES, cpu_block
+
+    f32 = torch.float32
+    assert cpu_block((1, 50, 50, 1), 80, f32) == CPU_BLOCK_BYTES // (80 * 50 * 4)  # seed-1d: 65 rows at once
+    assert cpu_block((8, 100, 100, 100, 1), 4000, f32) == 1  # 1.6 MB a row: one at a time
+    assert cpu_block((8, 32, 32, 1), 4000, f32) == 2
+    assert cpu_block((8, 32, 32, 1), 4000, torch.float64) == 1
+    assert cpu_block((1000, 2, 1), 10**6, f32) == 1  # the input's width is the data's, shared: not counted
+    data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
+    wide = StackTrainer([TrainConfig((1, 512, 1), "tanh", "adam", restarts=3)], data)
+    assert [b.rows for b in wide._blocks(80)] == [None]  # the whole stack
+    assert [b.rows for b in wide._blocks(4000)] == [slice(0, 1), slice(1, 2), slice(2, 3)]
 
 
 def test_gpu_chunk_depends_on_the_shape_only():
@@ -335,6 +374,29 @@ def test_a_trial_pruned_between_evaluations_ends_its_curves_on_its_result(seed1d
     for r in range(2):
         assert len(result.train_curves[r]) == len(result.val_curves[r]) == 11
         assert (result.train_curves[r][-1], result.val_curves[r][-1]) == (result.train_mse[r], result.val_mse[r])
+
+
+def test_a_stack_s_results_evaluate_it_once_per_state(seed1d, monkeypatch):
+    # K trials ending together read one evaluation of the stack (was K); training on makes a new one
+    configs = [TrainConfig((1, 6, 1), "tanh", "adam", lr=0.01 * (i + 1), max_epochs=30, restarts=2, tol=0.0, seed=i)
+               for i in range(4)]
+    trainer = StackTrainer(configs, seed1d)
+    evaluated = []
+    evaluate = trainer._evaluate
+    monkeypatch.setattr(trainer, "_evaluate", lambda X, y: evaluated.append(len(X)) or evaluate(X, y))
+    trainer.advance(10)
+    evaluated.clear()
+    early = trainer.result(0)
+    assert len(evaluated) == 3  # train, validation, test
+    trainer.advance()  # trials 1-3 train on to epoch 30
+    evaluated.clear()
+    late = [trainer.result(ci) for ci in (1, 2, 3)]
+    assert len(evaluated) == 3
+    assert early.epochs == (10, 10) and all(r.epochs == (30, 30) for r in late)
+    for result in [early, *late]:  # each reports the state it ended in, not an earlier one
+        for r in range(2):
+            assert result.train_mse[r] == pytest.approx(result.train_curves[r][-1], rel=1e-6)
+            assert result.val_mse[r] == pytest.approx(result.val_curves[r][-1], rel=1e-6)
 
 
 def test_a_failed_trial_s_reason_counts_the_kinds_and_quotes_the_first_whole(seed1d):
