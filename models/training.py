@@ -573,8 +573,8 @@ class StackTrainer:
         trials ending together evaluated the whole stack K times)."""
         if self._final is None:
             d = self.data
-            self._final = tuple(self._evaluate(X, y) for X, y in
-                                ((d.X_train, d.y_train), (d.X_val, d.y_val), (d.X_test, d.y_test)))
+            self._final = (self._evaluate(d.X_train, d.y_train), self._evaluate(d.X_val, d.y_val),
+                           self._evaluate(d.X_test, d.y_test))
         return self._final
 
     # ----------------------------------------------------------------- stopping rules
