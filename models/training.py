@@ -130,7 +130,14 @@ def _mse(pred: Tensor, y: Tensor, chunk: int | None = None) -> Tensor:
 
 def _row_reduce(op, x: Tensor, dim: int | tuple[int, ...], chunk: int | None, keepdim: bool = False) -> Tensor:
     """``op(x, dim)`` (``torch.sum`` or ``torch.mean``) for every row of a stack; with ``chunk``,
-    ``chunk`` rows at a time (see :func:`gpu_chunk`)."""
+    ``chunk`` rows at a time (see :func:`gpu_chunk`).
+
+    A stack of one row is summed as two equal rows: with several threads, torch splits a
+    reduction to one value of at least 32,768 elements between them and adds their partial sums,
+    which rounds otherwise than one thread's sum per row of a taller stack (a one-row block of
+    40,000 samples differed from its row in the whole stack in the last bit)."""
+    if x.shape[0] == 1 and not chunk:
+        return op(x.expand(2, *x.shape[1:]), dim=dim, keepdim=keepdim)[:1]
     if not chunk:
         return op(x, dim=dim, keepdim=keepdim)
     dims = {d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim)}
@@ -635,22 +642,24 @@ class StackTrainer:
                 delta = _matmul(delta, W.transpose(1, 2), chunk=chunk) * self.act.slope(zs[l], acts[l])
         return grads
 
-    def _pass(self, X: Tensor, y: Tensor, grads: bool) -> tuple[Tensor, Tensor]:
+    def _pass(self, X: Tensor, y: Tensor, grads: bool, losses: bool = True) -> tuple[Tensor, Tensor]:
         """Per-row MSE and objective (MSE + L2) of the parameters on ``(X, y)`` (``X`` (n, d)
-        shared, or (rows, n, d) one batch per row) and, with ``grads``, their gradients into the
-        ``"grad"`` buffer (rows, P), laid out as the flat buffer (gaps zero); block by block of rows."""
+        shared, or (rows, n, d) one batch per row; without ``losses``, two empty tensors) and,
+        with ``grads``, their gradients into the ``"grad"`` buffer (rows, P), laid out as the
+        flat buffer (gaps zero); block by block of rows."""
         mses, objectives = [], []
         for b in self._blocks(X.shape[-2]):
             Xb, yb = (X, y) if X.dim() == 2 else (b.of(X), b.of(y))
             cache = self._forward_cache(Xb, b.params)
-            mse = _mse(cache[0][-1], yb, self._chunk_for(b.params[0]))
-            mses.append(mse)
-            objectives.append(mse if b.weight_decay is None else mse + self._penalty(b.params, b.weight_decay))
+            if losses:
+                mse = _mse(cache[0][-1], yb, self._chunk_for(b.params[0]))
+                mses.append(mse)
+                objectives.append(mse if b.weight_decay is None else mse + self._penalty(b.params, b.weight_decay))
             if grads:
                 parts = self._gradients(cache, yb, b.params, b.weight_decay)
                 torch.cat([part for grad, filler in zip(parts, b.fillers) for part in (grad.reshape(grad.shape[0], -1), filler)
                            if part is not None], dim=1, out=b.grads)
-        return _joined(mses), _joined(objectives)
+        return (_joined(mses), _joined(objectives)) if losses else (self.lr[:0], self.lr[:0])
 
     def _batched_epoch(self) -> None:
         d = self.data
@@ -690,7 +699,7 @@ class StackTrainer:
                             + [torch.arange(N)] * (self.rows - self.R)).to(self.device)  # (rows, N)
         for start in range(0, N, B):
             idx = perms[:, start : start + B]  # (R, b)
-            self._pass(d.X_train[idx], d.y_train[idx], True)  # per-row batches (R, b, d_in)
+            self._pass(d.X_train[idx], d.y_train[idx], grads=True, losses=False)  # per-row batches (R, b, d_in)
             self._update(self._buf("grad"), still)
 
     def _update(self, g: Tensor, still: list[bool]) -> None:

@@ -293,6 +293,35 @@ def test_row_blocks_change_no_number(optimizer, batch_size, block):
     assert results[3].status[0].startswith("diverged") and results[0].status[0] == "max_epochs"
 
 
+def test_one_row_blocks_of_many_samples_change_no_number_on_several_threads():
+    # With several threads torch splits a reduction to one value of ≥ 32,768 elements between
+    # them (another rounding than one thread's sum of a row): a one-row block or stack of 40,000
+    # samples must still give its row's numbers in the whole stack; the default blocks here are
+    # one row (cpu_block), and a one-restart trial alone equals itself co-batched
+    from models.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40_100, 1, generator=g)
+    y = torch.sin(3 * X)
+    data = Dataset("big", ("x",), ("y",), X[100:], y[100:], X[:100], y[:100], X[:10], y[:10])
+    configs = [TrainConfig((1, 8, 1), "tanh", "sgd", lr=0.01 * (i + 1), momentum=0.5, max_epochs=4, restarts=r,
+                           tol=0.0, weight_decay=1e-3, seed=3 + i) for i, r in enumerate([3, 1, 1])]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def trained(cs, **kwargs):
+            trainer = StackTrainer(cs, data, **kwargs)
+            trainer.advance()
+            return [_everything(r) for r in trainer.results()]
+
+        whole = trained(configs, row_block=0)
+        assert len(StackTrainer(configs, data)._blocks(40_000)) == 5
+        assert trained(configs) == trained(configs, row_block=2) == whole
+        assert trained(configs[1:2], row_block=0) == whole[1:2]  # a one-row stack
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_cpu_blocks_depend_on_the_shape_and_samples_only():
     from models.training import CPU_BLOCK_BYTES, cpu_block
 
@@ -392,6 +421,9 @@ def test_a_stack_s_results_evaluate_it_once_per_state(seed1d, monkeypatch):
     evaluated.clear()
     late = [trainer.result(ci) for ci in (1, 2, 3)]
     assert len(evaluated) == 3
+    fresh = evaluate(seed1d.X_train, seed1d.y_train), evaluate(seed1d.X_val, seed1d.y_val)
+    assert [bits(r.train_mse) for r in late] == [bits(fresh[0][2 * ci : 2 * ci + 2]) for ci in (1, 2, 3)]
+    assert [bits(r.val_mse) for r in late] == [bits(fresh[1][2 * ci : 2 * ci + 2]) for ci in (1, 2, 3)]
     assert early.epochs == (10, 10) and all(r.epochs == (30, 30) for r in late)
     for result in [early, *late]:  # each reports the state it ended in, not an earlier one
         for r in range(2):
