@@ -7,7 +7,8 @@ row trains exactly as it would alone, and a row that diverges is frozen and excl
 touching the others. Rows may also come from several trials of the same shape (co-batching),
 each with its own learning rate, momentum, L2 penalty, epoch budget and tolerance. On the CPU
 an epoch's forward and backward go block by block of rows, each block's activations within the
-core's cache (:func:`cpu_block`): the same numbers, 1.4-1.9x faster on wide nets or many samples.
+core's cache (:func:`cpu_block`): the same numbers, 1.4-2x faster on wide nets, many samples or
+big co-batched stacks.
 
 The quasi-Newton optimizers (torch ``lbfgs``, scipy ``bfgs`` and ``lbfgsb``) are inherently
 sequential per restart (line searches, curvature history), so they loop over rows; their
@@ -683,7 +684,7 @@ class StackTrainer:
         still = self.active
         if any(still):
             if full_batch:
-                self._update(self._buf("grad"), still)
+                self._update(still)
             else:
                 self._minibatch_pass(still)
             for r in range(self.R):
@@ -700,13 +701,14 @@ class StackTrainer:
         for start in range(0, N, B):
             idx = perms[:, start : start + B]  # (R, b)
             self._pass(d.X_train[idx], d.y_train[idx], grads=True, losses=False)  # per-row batches (R, b, d_in)
-            self._update(self._buf("grad"), still)
+            self._update(still)
 
-    def _update(self, g: Tensor, still: list[bool]) -> None:
-        """One optimizer step on the flat (R, P) parameter buffer from the gradients ``g``
-        laid out as it; rows not in ``still`` keep their values. One buffer means a handful of
-        tensor ops per step, whatever the depth."""
+    def _update(self, still: list[bool]) -> None:
+        """One optimizer step on the flat (R, P) parameter buffer from the gradients :meth:`_pass`
+        left in the ``"grad"`` buffer, laid out as it; rows not in ``still`` keep their values.
+        One buffer means a handful of tensor ops per step, whatever the depth."""
         self._step += 1
+        g = self._buf("grad")
         lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
         with torch.no_grad():
             if self.optimizer == "adam":
