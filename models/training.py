@@ -129,15 +129,21 @@ def _mse(pred: Tensor, y: Tensor, chunk: int | None = None) -> Tensor:
     return _row_reduce(torch.mean, (pred - y) ** 2, (-2, -1), chunk)
 
 
+# torch's at::internal::GRAIN_SIZE: a reduction over fewer elements runs on one thread.
+_TORCH_GRAIN = 32_768
+
+
 def _row_reduce(op, x: Tensor, dim: int | tuple[int, ...], chunk: int | None, keepdim: bool = False) -> Tensor:
     """``op(x, dim)`` (``torch.sum`` or ``torch.mean``) for every row of a stack; with ``chunk``,
     ``chunk`` rows at a time (see :func:`gpu_chunk`).
 
-    A stack of one row is summed as two equal rows: with several threads, torch splits a
-    reduction to one value of at least 32,768 elements between them and adds their partial sums,
-    which rounds otherwise than one thread's sum per row of a taller stack (a one-row block of
-    40,000 samples differed from its row in the whole stack in the last bit)."""
-    if x.shape[0] == 1 and not chunk:
+    A stack of one row of at least :data:`_TORCH_GRAIN` elements is summed as two equal rows:
+    with several threads, torch splits a reduction to one value that long between them and adds
+    their partial sums, which rounds otherwise than one thread's sum per row of a taller stack (a
+    one-row block of 40,000 samples differed from its row in the whole stack in the last bit).
+    Shorter rows are summed by one thread either way (and the expanded view would cost a quasi-Newton
+    trial ~5 %)."""
+    if x.shape[0] == 1 and x.numel() >= _TORCH_GRAIN and not chunk:
         return op(x.expand(2, *x.shape[1:]), dim=dim, keepdim=keepdim)[:1]
     if not chunk:
         return op(x, dim=dim, keepdim=keepdim)
