@@ -247,6 +247,13 @@ def _everything(result) -> tuple:
             {k: v.tolist() for k, v in (result.state_dict or {}).items()})
 
 
+def _trained(configs: list[TrainConfig], data, **kwargs) -> tuple[StackTrainer, list[tuple]]:
+    """A stack trained to the end, and its results' numbers (:func:`_everything`)."""
+    trainer = StackTrainer(configs, data, **kwargs)
+    trainer.advance()
+    return trainer, [_everything(r) for r in trainer.results()]
+
+
 def _mixed_stack(optimizer: str, batch_size: int | None) -> list[TrainConfig]:
     """5 trials × 3 restarts of one shape: one diverges (a row stops: the masked update), one has
     an L2 penalty (a per-row sum), one converges early."""
@@ -265,14 +272,11 @@ def test_row_chunks_and_idle_rows_change_no_number(batch_size, chunk):
     # one has an L2 penalty (a per-row sum), one converges early.
     data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
     configs = _mixed_stack("sgd", batch_size)
-    whole = StackTrainer(configs, data, row_chunk=0)
-    chunked = StackTrainer(configs, data, row_chunk=chunk)
+    whole, expected = _trained(configs, data, row_chunk=0)
+    chunked, results = _trained(configs, data, row_chunk=chunk)
     assert (whole.rows, chunked.rows) == (15, 16 if chunk == 4 else 64)
-    whole.advance()
-    chunked.advance()
-    results = chunked.results()
-    assert [_everything(r) for r in results] == [_everything(r) for r in whole.results()]
-    assert results[3].status[0].startswith("diverged") and results[0].status[0] == "max_epochs"
+    assert results == expected
+    assert results[3][0][0].startswith("diverged") and results[0][0][0] == "max_epochs"  # restart 0's status
     assert not chunked.flat[15:].any()  # idle rows kept their zero parameters
 
 
@@ -283,14 +287,11 @@ def test_row_blocks_change_no_number(optimizer, batch_size, block):
     # A CPU pass goes block by block of rows (cpu_block): every number is the whole stack's
     data = load_dataset("seed-1d", validation_fraction=0.2, seed=0)
     configs = _mixed_stack(optimizer, batch_size)
-    whole = StackTrainer(configs, data, row_block=0)
-    blocked = StackTrainer(configs, data, row_block=block)
+    whole, expected = _trained(configs, data, row_block=0)
+    blocked, results = _trained(configs, data, row_block=block)
     assert len(blocked._blocks(data.X_train.shape[0])) == -(-15 // block) and len(whole._blocks(80)) == 1
-    whole.advance()
-    blocked.advance()
-    results = blocked.results()
-    assert [_everything(r) for r in results] == [_everything(r) for r in whole.results()]
-    assert results[3].status[0].startswith("diverged") and results[0].status[0] == "max_epochs"
+    assert results == expected
+    assert results[3][0][0].startswith("diverged") and results[0][0][0] == "max_epochs"  # restart 0's status
 
 
 def test_one_row_blocks_of_many_samples_change_no_number_on_several_threads():
@@ -309,15 +310,10 @@ def test_one_row_blocks_of_many_samples_change_no_number_on_several_threads():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        def trained(cs, **kwargs):
-            trainer = StackTrainer(cs, data, **kwargs)
-            trainer.advance()
-            return [_everything(r) for r in trainer.results()]
-
-        whole = trained(configs, row_block=0)
+        whole = _trained(configs, data, row_block=0)[1]
         assert len(StackTrainer(configs, data)._blocks(40_000)) == 5
-        assert trained(configs) == trained(configs, row_block=2) == whole
-        assert trained(configs[1:2], row_block=0) == whole[1:2]  # a one-row stack
+        assert _trained(configs, data)[1] == _trained(configs, data, row_block=2)[1] == whole
+        assert _trained(configs[1:2], data, row_block=0)[1] == whole[1:2]  # a one-row stack
     finally:
         torch.set_num_threads(threads)
 
