@@ -30,9 +30,28 @@ class Activation:
     kinks: tuple[float, ...] = ()  # points where phi' is discontinuous (finite differences fail there)
     # phi' computed from a = phi(z), where that is cheaper (the training engine's backward uses it).
     derivative_from_output: Callable[[Tensor], Tensor] | None = None
+    # ``fn`` keeping what its gradient needs, z -> (a, saved), and that gradient, (grad, saved) ->
+    # dL/dz, step for step as autograd takes it through ``fn``: the training engine's backward
+    # then rounds as a plain autograd loop over :class:`models.MLP` does.
+    traced: Callable[[Tensor], tuple[Tensor, tuple[Tensor, ...]]] | None = None
+    traced_backward: Callable[[Tensor, tuple[Tensor, ...]], Tensor] | None = None
 
     def __call__(self, z: Tensor) -> Tensor:
         return self.fn(z)
+
+    def forward_saving(self, z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """``(phi(z), saved)``: what :meth:`backward` needs kept from the forward."""
+        if self.traced is not None:
+            return self.traced(z)
+        a = self.fn(z)
+        return a, ((a,) if self.derivative_from_output is not None else (z, a))
+
+    def backward(self, grad: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
+        """dL/dz from dL/da = ``grad`` and :meth:`forward_saving`'s ``saved``: autograd's own steps
+        where the activation has them (``traced_backward``), else ``grad * phi'(z)``."""
+        if self.traced_backward is not None:
+            return self.traced_backward(grad, saved)
+        return grad * self.slope(saved[0] if len(saved) == 2 else None, saved[-1])
 
     def slope(self, z: Tensor | None, a: Tensor) -> Tensor:
         """phi'(z), using the already computed ``a = phi(z)`` when that saves work (then ``z``
@@ -44,7 +63,8 @@ class Activation:
 
 
 def _sigmoid(z: Tensor) -> Tensor:
-    """1 / (1 + e^-z), elementwise exactly the same wherever an element sits in a tensor.
+    """1 / (1 + e^-z), elementwise exactly the same wherever an element sits in a tensor (z
+    clamped at -88 in float32, where e^-z would overflow: ~6e-39 there, not 0).
 
     ``torch.sigmoid``'s vectorised body and its scalar tail round differently (seen on AMD EPYC,
     AVX-512: ~1 value in 3 differs in the last bit between a tensor and a slice of it), so a
@@ -52,7 +72,37 @@ def _sigmoid(z: Tensor) -> Tensor:
     reciprocal do not; same accuracy (within 4e-6 relative of the float64 value, as
     ``torch.sigmoid``), about 3× its time, small next to the matrix products.
     """
-    return torch.reciprocal(torch.exp(-z) + 1.0)  # out of place: autograd differentiates it too
+    limit = _SIGMOID_FLOOR.get(z.dtype, 709.0)
+    return torch.reciprocal(torch.exp(-z.clamp(min=-limit)) + 1.0)  # out of place: autograd differentiates it too
+
+
+# Below -it, e^-z would overflow (and autograd's gradient of 1 / (1 + e^-z) be 0 · inf = nan)
+_SIGMOID_FLOOR = {torch.float16: 11.0, torch.bfloat16: 88.0, torch.float32: 88.0, torch.float64: 709.0}
+
+
+def _sigmoid_traced(z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    limit = _SIGMOID_FLOOR.get(z.dtype, 709.0)
+    clamped = z.clamp(min=-limit)
+    e = torch.exp(-clamped)
+    s = torch.reciprocal(e + 1.0)
+    s2 = s * s
+    if z.device.type != "cpu" or float(z.min()) < -limit:
+        s2 = s2 * _unclamped(z, clamped)
+    return s, (e, s2)
+
+
+def _sigmoid_backward(grad: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
+    # reciprocal: -grad * s^2; + 1: grad; exp: grad * e; neg: -grad; clamp: grad where z >= -limit
+    # (0 elsewhere: folded into s^2)
+    e, s2 = saved
+    return grad * s2 * e
+
+
+def _unclamped(z: Tensor, clamped: Tensor) -> Tensor:
+    """1.0 where ``clamp`` left z as it was, 0.0 where it moved it; without a boolean tensor (on
+    the CPU, a comparison and ``where`` cost ~10 multiplications each). Exact: where the clamp
+    moved z, |z - clamped| is at least the spacing of floats at the limit (> 2^-60), × 2^100 > 1."""
+    return torch.rsub((z - clamped).abs_().mul_(2.0**100).clamp_(max=1.0), 1.0)
 
 
 def _dsigmoid(z: Tensor) -> Tensor:
@@ -60,8 +110,9 @@ def _dsigmoid(z: Tensor) -> Tensor:
     return s * (1.0 - s)
 
 
-# Past it, tanh rounds to ±1 in the dtype (and e^(2z) would overflow below)
-_TANH_SATURATES = {torch.float16: 5.0, torch.bfloat16: 5.0, torch.float32: 10.0, torch.float64: 20.0}
+# Past it, e^(2z) would overflow below; tanh rounds to ±1 in the dtype well before (float32: |z| > 9.1),
+# so the clamp changes no value, and autograd's gradient through it is 0 only where the net has blown up
+_TANH_SATURATES = {torch.float16: 5.0, torch.bfloat16: 40.0, torch.float32: 40.0, torch.float64: 350.0}
 
 
 def _tanh(z: Tensor) -> Tensor:
@@ -73,12 +124,41 @@ def _tanh(z: Tensor) -> Tensor:
     return e / (e + 2.0)
 
 
+def _tanh_traced(z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    limit = _TANH_SATURATES.get(z.dtype, 20.0)
+    clamped = z.clamp(-limit, limit)
+    e = torch.expm1(2.0 * clamped)
+    u = e + 2.0
+    a = e / u
+    factor = torch.rsub(e, -2.0, alpha=2.0)  # -2 (e + 1), exactly
+    low, high = torch.aminmax(z)
+    if z.device.type != "cpu" or float(low) < -limit or float(high) > limit:
+        factor = factor * _unclamped(z, clamped)
+    return a, (u, a / u, factor)
+
+
+def _tanh_backward(grad: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
+    # autograd: e / u gives e grad / u and u = e + 2 gives it -grad * (a / u); expm1: * (e + 1);
+    # 2 * z: * 2; clamp: grad where -limit <= z <= limit (0 elsewhere: folded into the factor).
+    # The same roundings, two ops fewer: (grad * (a / u) - grad / u) times -2 (e + 1).
+    u, a_u, factor = saved
+    return torch.addcdiv(grad * a_u, grad, u, value=-1.0) * factor
+
+
 def _dtanh(z: Tensor) -> Tensor:
     return 1.0 - _tanh(z) ** 2
 
 
 def _relu(z: Tensor) -> Tensor:
     return torch.clamp(z, min=0.0)
+
+
+def _relu_traced(z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    return torch.clamp(z, min=0.0), ((z >= 0).to(z.dtype),)
+
+
+def _relu_backward(grad: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
+    return grad * saved[0]  # clamp: grad where z >= 0 (at 0 too, as autograd), 0 elsewhere
 
 
 def _drelu(z: Tensor) -> Tensor:
@@ -130,9 +210,12 @@ def _didentity(z: Tensor) -> Tensor:
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("sigmoid", _sigmoid, _dsigmoid, derivative_from_output=lambda a: a * (1.0 - a)),
-        Activation("tanh", _tanh, _dtanh, derivative_from_output=lambda a: 1.0 - a * a),
-        Activation("relu", _relu, _drelu, kinks=(0.0,), derivative_from_output=lambda a: (a > 0).to(a.dtype)),
+        Activation("sigmoid", _sigmoid, _dsigmoid, derivative_from_output=lambda a: a * (1.0 - a),
+                   traced=_sigmoid_traced, traced_backward=_sigmoid_backward),
+        Activation("tanh", _tanh, _dtanh, derivative_from_output=lambda a: 1.0 - a * a,
+                   traced=_tanh_traced, traced_backward=_tanh_backward),
+        Activation("relu", _relu, _drelu, kinks=(0.0,), derivative_from_output=lambda a: (a > 0).to(a.dtype),
+                   traced=_relu_traced, traced_backward=_relu_backward),
         Activation("leaky_relu", _leaky_relu, _dleaky_relu, kinks=(0.0,)),
         Activation("elu", _elu, _delu, kinks=(0.0,), derivative_from_output=lambda a: torch.where(a > 0, 1.0, a + 1.0)),
         Activation("gelu", _gelu, _dgelu),

@@ -10,6 +10,12 @@ an epoch's forward and backward go block by block of rows, each block's activati
 core's cache (:func:`cpu_block`): the same numbers, 1.4-2x faster on wide nets, many samples or
 big co-batched stacks.
 
+On the CPU a row's numbers are also those of a plain loop over :class:`models.MLP` with autograd
+and torch.optim, to the last bit: the engine takes their steps in their order (each activation's
+gradient as autograd differentiates it, :meth:`Activation.backward`; the bias added after the
+product; one-output products through ``mm`` row by row, :func:`_matmul`; torch.optim's step
+formulas, :meth:`StackTrainer._update`), for sigmoid, tanh and relu with adam, sgd and rmsprop.
+
 The quasi-Newton optimizers (torch ``lbfgs``, scipy ``bfgs`` and ``lbfgsb``) are inherently
 sequential per restart (line searches, curvature history), so they loop over rows; their
 objective's gradient comes from the same hand-written backprop as the batched optimizers'
@@ -19,6 +25,7 @@ Selection follows the course: the restart with the lowest *training* MSE wins.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from collections import Counter
@@ -155,32 +162,37 @@ def _row_reduce(op, x: Tensor, dim: int | tuple[int, ...], chunk: int | None, ke
     return out
 
 
-def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None, chunk: int | None = None) -> Tensor:
-    """``a @ b (+ bias)`` on every row of a stack: a (N, k) shared or (R, N, k), b (R, k, n).
+def _matmul(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
+    """``a @ b`` on every row of a stack: a (N, k) shared or (R, N, k), b (R, k, n).
 
-    A row's result must not depend on how many rows share the stack, nor on where in it the
-    row sits, or a co-batched trial would differ from the same trial alone. A batched product
-    (``bmm``) computes each row on its own, but on the CPU two things change its rounding:
+    On the CPU every row rounds as ``torch.mm`` of that row alone does, which is what a plain
+    autograd loop over :class:`models.MLP` computes (so a row's result depends neither on how many
+    rows share the stack nor on where in it the row sits, and a co-batched trial equals the same
+    trial alone):
 
-    - MKL's kernel depends on whether each row's matrices start on a 16-byte boundary (seen on
-      AMD EPYC: rows at odd positions of a stack of 1×6 gradients rounded differently). So every
-      operand and the result have row strides that keep them aligned (:func:`_aligned`; a copy
-      only where a row's size is not a multiple of 16 bytes: O(N·k), cheap next to the product).
-    - one row with one output column (``n == 1``: the last layer of a one-output net, its weight
-      gradient) goes to a matrix-vector kernel that rounds differently (~1e-7 relative), so that
-      case runs as two equal rows.
+    - a batched product (``bmm``) rounds as ``mm`` row by row, but MKL's kernel depends on whether
+      each row's matrices start on a 16-byte boundary (seen on AMD EPYC: rows at odd positions of
+      a stack of 1×6 gradients rounded differently). So every operand and the result have row
+      strides that keep them aligned (:func:`_aligned`; a copy only where a row's size is not a
+      multiple of 16 bytes: O(N·k), cheap next to the product).
+    - with one output column (``n == 1``: a one-output net's last layer and its weight gradient)
+      ``mm`` goes to MKL's matrix-vector kernel, which ``bmm`` never takes (~1e-7 relative apart)
+      and whose rounding depends on where the result starts in memory: those products run row by
+      row through ``mm`` itself, each into a new (64-byte aligned) tensor as in a plain loop.
+      About the time of the one batched product at seed-1d's sizes.
 
     ``matmul`` is not used for a shared ``a``: it folds the stack into one product whose rounding
     depends on its height; the expanded view costs nothing.
 
     On a GPU, cuBLAS picks its kernel by the number of rows, so with ``chunk`` (see
-    :func:`gpu_chunk`) every product is ``chunk`` rows.
+    :func:`gpu_chunk`) every product is ``chunk`` rows, and a lone row with one output column is
+    computed as two.
     """
+    if a.device.type == "cpu" and b.shape[-1] == 1:
+        return torch.stack([torch.mm(x, w) for x, w in zip(a.expand(b.shape[0], -1, -1).unbind(0), b.unbind(0))])
     one = b.shape[0] == 1 and b.shape[-1] == 1
     rows = 2 if one else b.shape[0]
-    if one:
-        b = b.expand(rows, -1, -1)
-        bias = None if bias is None else bias.expand(rows, -1, -1)
+    b = b.expand(rows, -1, -1)
     a = a.expand(rows, -1, -1)  # (N, k) or (1, N, k): a view
     cpu = a.device.type == "cpu" and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
     if cpu:
@@ -190,20 +202,12 @@ def _matmul(a: Tensor, b: Tensor, bias: Tensor | None = None, chunk: int | None 
         # a new stack's rows are aligned where a row's size is a multiple of 16 bytes; autograd
         # (the quasi-Newton rows, trained one by one) cannot write into ``out``
         out = _aligned_empty(rows, m, n, a) if cpu and _padded_size(m * n, a.dtype) != m * n else None
-        out = _product(a, b, bias, out)
+        out = torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
     else:
         out = _aligned_empty(rows, m, n, a) if cpu else torch.empty(rows, m, n, dtype=b.dtype, device=b.device)
         for i in range(0, rows, chunk):
-            part = slice(i, i + chunk)
-            _product(a[part], b[part], None if bias is None else bias[part], out[part])
+            torch.bmm(a[i : i + chunk], b[i : i + chunk], out=out[i : i + chunk])
     return out[:1] if one else out
-
-
-def _product(a: Tensor, b: Tensor, bias: Tensor | None, out: Tensor | None) -> Tensor:
-    """``bmm`` or ``baddbmm``, into ``out`` where given."""
-    if bias is None:
-        return torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out)
-    return torch.baddbmm(bias, a, b) if out is None else torch.baddbmm(bias, a, b, out=out)
 
 
 _ALIGN_BYTES = 16
@@ -328,6 +332,32 @@ def _aligned(x: Tensor) -> Tensor:
     return out
 
 
+# glibc's mallopt parameters (see :func:`_keep_freed_memory`)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_malloc_tuned = False
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc hand an epoch's freed tensors to the next epoch instead of the system.
+
+    An epoch allocates and frees the same tensors every time. By default glibc maps an allocation
+    past 128 KB from the system and unmaps it when freed, or trims its heap once twice that is free
+    at its top, so every epoch touched fresh pages: [1, 50, 50, 1] tanh, 10 restarts × 500 epochs
+    took 500,000+ page faults and 2.2 s of system time in 3.2 s. Here allocations under 32 MB come
+    from the heap and up to 256 MB of freed heap stays in the process. Once per process; a no-op
+    where the C library has no ``mallopt`` (not glibc)."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+    mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
+
+
 class StackTrainer:
     """Trains a stack of rows (restarts of one or several same-shape configs) epoch by epoch.
 
@@ -375,6 +405,8 @@ class StackTrainer:
         # scipy's optimizers work on NumPy arrays: their rows are trained on the CPU, whatever
         # ``device`` (a GPU would only add a copy each way per evaluation on these sizes)
         self.device = torch.device("cpu" if first.optimizer in SCIPY_OPTIMIZERS else device)
+        if self.device.type == "cpu":
+            _keep_freed_memory()
         self.dtype = dtype
         self.act = get_activation(first.activation)
         self.sizes = first.sizes
@@ -407,11 +439,13 @@ class StackTrainer:
         idle = [0.0] * (self.rows - R)
         row = lambda f: torch.tensor([f(configs[ci]) for ci, _ in self.owner] + idle, dtype=dtype, device=self.device)  # noqa: E731
         self.lr = row(lambda c: c.learning_rate)
+        self._neg_lr = -self.lr.view(-1, 1)
+        self._lr64 = torch.tensor([configs[ci].learning_rate for ci, _ in self.owner] + idle, dtype=torch.float64,
+                                  device=self.device)
         self.momentum = row(lambda c: c.momentum)
         self.weight_decay = row(lambda c: c.weight_decay)
         self._l2 = bool((self.weight_decay > 0).any())
         self._momentum = bool((self.momentum > 0).any())
-        self._slope_from_output = self.act.derivative_from_output is not None
         self.tol = [configs[ci].tol for ci, _ in self.owner]
         self.max_epochs = [configs[ci].max_epochs for ci, _ in self.owner]
         self.status = [RUNNING] * R
@@ -608,30 +642,30 @@ class StackTrainer:
         self.prev_obj[row] = objective
 
     # ----------------------------------------------------------------- batched optimizers
-    def _forward_cache(self, X: Tensor, params: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
-        """Forward keeping activations ``[X, a_1, ..., a_L]`` (a_L the linear output) and, where
-        phi' needs them, the pre-activations ``zs[l]`` that produced ``acts[l]``; of ``params``
-        (a block of the stack, or one row trained alone)."""
+    def _forward_cache(self, X: Tensor, params: Sequence[Tensor]) -> tuple[list[Tensor], list[tuple]]:
+        """Forward keeping activations ``[X, a_1, ..., a_L]`` (a_L the linear output) and what
+        each hidden layer's activation needs for its backward (``saved[l]``, of ``acts[l]``);
+        of ``params`` (a block of the stack, or one row trained alone)."""
         chunk = self._chunk_for(params[0])
         acts: list[Tensor] = [X]
-        zs: list[Tensor | None] = [None]
+        saved: list[tuple] = [()]
         L = len(params) // 2
         for l in range(L):
             W, b = params[2 * l], params[2 * l + 1]
-            a = acts[-1]
-            z = _matmul(a, W, b, chunk)  # (R, N, fan_out)
-            acts.append(self.act.fn(z) if l < L - 1 else z)
-            zs.append(None if self._slope_from_output else z)
-        return acts, zs
+            z = _matmul(acts[-1], W, chunk=chunk) + b  # (R, N, fan_out); the bias added as models.MLP does
+            a, kept = self.act.forward_saving(z) if l < L - 1 else (z, ())
+            acts.append(a)
+            saved.append(kept)
+        return acts, saved
 
-    def _gradients(self, cache: tuple[list[Tensor], list[Tensor | None]], y: Tensor,
+    def _gradients(self, cache: tuple[list[Tensor], list[tuple]], y: Tensor,
                    params: Sequence[Tensor], weight_decay: Tensor | None) -> list[Tensor]:
         """Hand-written batched backprop of per-row mean MSE (+ L2): the recipe that
         models.backprop implements and the verification job checks, stacked over the rows of
         ``params`` (a block of the stack, or one row trained alone) with their ``weight_decay``
         (None: none). Returns the gradients in the order of the parameters."""
         chunk = self._chunk_for(params[0])
-        acts, zs = cache
+        acts, saved = cache
         out = acts[-1]  # (R, N, D)
         n, d = out.shape[-2], out.shape[-1]
         delta = (out - y) * (2.0 / (n * d))  # dL/dz_L  (R, N, D)
@@ -646,7 +680,7 @@ class StackTrainer:
             grads[2 * l] = dW
             grads[2 * l + 1] = _row_reduce(torch.sum, delta, 1, chunk, keepdim=True)  # (R, 1, fan_out)
             if l > 0:  # delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1})
-                delta = _matmul(delta, W.transpose(1, 2), chunk=chunk) * self.act.slope(zs[l], acts[l])
+                delta = self.act.backward(_matmul(delta, W.transpose(1, 2), chunk=chunk), saved[l])
         return grads
 
     def _pass(self, X: Tensor, y: Tensor, grads: bool, losses: bool = True) -> tuple[Tensor, Tensor]:
@@ -712,57 +746,64 @@ class StackTrainer:
     def _update(self, still: list[bool]) -> None:
         """One optimizer step on the flat (R, P) parameter buffer from the gradients :meth:`_pass`
         left in the ``"grad"`` buffer, laid out as it; rows not in ``still`` keep their values.
-        One buffer means a handful of tensor ops per step, whatever the depth."""
+        One buffer means a handful of tensor ops per step, whatever the depth. Each step rounds as
+        torch.optim's does on one row (its ``add_(alpha=-lr)`` a fused multiply-add: ``addcmul``)."""
         self._step += 1
         g = self._buf("grad")
-        lr, momentum = self.lr.view(-1, 1), self.momentum.view(-1, 1)
+        momentum = self.momentum.view(-1, 1)
         with torch.no_grad():
             if self.optimizer == "adam":
-                step = self._adam(g, lr)
+                step, scaled = self._adam(g), False
             elif self.optimizer == "sgd":
-                step = self._sgd(g, lr, momentum)
+                step, scaled = self._sgd(g, momentum), True
             else:
-                step = self._rmsprop(g, lr, momentum)
+                step, scaled = self._rmsprop(g, momentum)
             if all(still):
-                self.flat.sub_(step)
+                self.flat.addcmul_(step, self._neg_lr) if scaled else self.flat.sub_(step)
             else:
                 mask = torch.tensor(still + [True] * (self.rows - self.R), device=self.device).view(-1, 1)
-                self.flat.copy_(torch.where(mask, self.flat - step, self.flat))
+                new = torch.addcmul(self.flat, step, self._neg_lr) if scaled else self.flat - step
+                self.flat.copy_(torch.where(mask, new, self.flat))
 
     def _buf(self, name: str) -> Tensor:
         if name not in self._state:
             self._state[name] = torch.zeros_like(self.flat)
         return self._state[name]
 
-    def _sgd(self, g: Tensor, lr: Tensor, momentum: Tensor) -> Tensor:
-        # torch.optim.SGD (dampening 0): buf = m*buf + g; step = lr * (g + m*buf if nesterov else buf)
+    def _sgd(self, g: Tensor, momentum: Tensor) -> Tensor:
+        # torch.optim.SGD (dampening 0): buf = m*buf + g; direction g + m*buf (nesterov) or buf
         if not self._momentum:
-            return lr * g
+            return g
         buf = self._buf("momentum")
-        buf.mul_(momentum).add_(g)
-        return lr * (g + momentum * buf if self.nesterov else buf)
+        buf.mul_(momentum).add_(g)  # a row without momentum: buf = g
+        return torch.addcmul(g, buf, momentum) if self.nesterov else buf
 
-    def _adam(self, g: Tensor, lr: Tensor) -> Tensor:
-        # torch.optim.Adam's update, written out so that lr is per row.
+    def _adam(self, g: Tensor) -> Tensor:
+        # torch.optim.Adam's update, written out so that lr is per row: its step size lr / (1 - b1^t)
+        # taken in double precision from the trial's lr, as torch.optim takes it from a Python float.
         b1, b2 = ADAM_BETAS
         m, v = self._buf("exp_avg"), self._buf("exp_avg_sq")
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         t = self._step  # rows step together; a frozen row never resumes, so one counter serves all
-        bias1 = 1 - b1**t
-        bias2_sqrt = math.sqrt(1 - b2**t)
+        bias2_sqrt = (1 - b2**t) ** 0.5
         denom = (v.sqrt() / bias2_sqrt).add_(ADAM_EPS)
-        return (lr / bias1) * m / denom
+        step_size = (self._lr64 / (1 - b1**t)).to(self.dtype).view(-1, 1)
+        return step_size * m / denom
 
-    def _rmsprop(self, g: Tensor, lr: Tensor, momentum: Tensor) -> Tensor:
+    def _rmsprop(self, g: Tensor, momentum: Tensor) -> tuple[Tensor, bool]:
+        # torch.optim.RMSprop: with momentum, buf = m*buf + g/avg and a fused step -lr*buf;
+        # without, the step lr*g/avg (``addcdiv``)
         v = self._buf("square_avg")
         v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
         avg = v.sqrt().add_(RMSPROP_EPS)
+        plain = self.lr.view(-1, 1) * g / avg
         if not self._momentum:
-            return lr * g / avg
+            return plain, False
         buf = self._buf("momentum")
         buf.mul_(momentum).addcdiv_(g, avg)
-        return lr * buf
+        # rows of the stack without momentum take torch.optim's other branch: the unfused step
+        return torch.where(momentum > 0, buf, plain / -self._neg_lr), True
 
     # ----------------------------------------------------------------- quasi-Newton optimizers
     def _sequential(self, until_epoch: int) -> None:
