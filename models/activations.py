@@ -81,28 +81,16 @@ _SIGMOID_FLOOR = {torch.float16: 11.0, torch.bfloat16: 88.0, torch.float32: 88.0
 
 
 def _sigmoid_traced(z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    limit = _SIGMOID_FLOOR.get(z.dtype, 709.0)
-    clamped = z.clamp(min=-limit)
-    e = torch.exp(-clamped)
+    e = torch.exp(-z.clamp(min=-_SIGMOID_FLOOR.get(z.dtype, 709.0)))
     s = torch.reciprocal(e + 1.0)
-    s2 = s * s
-    if z.device.type != "cpu" or float(z.min()) < -limit:
-        s2 = s2 * _unclamped(z, clamped)
-    return s, (e, s2)
+    return s, (e, s * s)
 
 
 def _sigmoid_backward(grad: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
-    # reciprocal: -grad * s^2; + 1: grad; exp: grad * e; neg: -grad; clamp: grad where z >= -limit
-    # (0 elsewhere: folded into s^2)
+    # reciprocal: -grad * s^2; + 1: grad; exp: grad * e; neg: -grad; clamp: grad where z >= -limit,
+    # 0 elsewhere, as here: at the floor s^2 underflows to 0 (float32: s = 6e-39), and e is finite
     e, s2 = saved
     return grad * s2 * e
-
-
-def _unclamped(z: Tensor, clamped: Tensor) -> Tensor:
-    """1.0 where ``clamp`` left z as it was, 0.0 where it moved it; without a boolean tensor (on
-    the CPU, a comparison and ``where`` cost ~10 multiplications each). Exact: where the clamp
-    moved z, |z - clamped| is at least the spacing of floats at the limit (> 2^-60), × 2^100 > 1."""
-    return torch.rsub((z - clamped).abs_().mul_(2.0**100).clamp_(max=1.0), 1.0)
 
 
 def _dsigmoid(z: Tensor) -> Tensor:
@@ -130,16 +118,19 @@ def _tanh_traced(z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
     e = torch.expm1(2.0 * clamped)
     u = e + 2.0
     a = e / u
-    factor = torch.rsub(e, -2.0, alpha=2.0)  # -2 (e + 1), exactly
-    low, high = torch.aminmax(z)
-    if z.device.type != "cpu" or float(low) < -limit or float(high) > limit:
-        factor = factor * _unclamped(z, clamped)
+    factor = torch.rsub(e, -2.0, alpha=2.0)  # -2 (e + 1), exactly; 0 below -limit (e = -1 there)
+    if z.device.type != "cpu" or float(z.max()) > limit:
+        # 0 above the limit too, without a boolean tensor (on the CPU a comparison and ``where``
+        # cost ~10 multiplications each): z - clamped is 0 or at least the float spacing at the
+        # limit (> 2^-60) there, so ``moved`` is exactly 1 or 0, and factor - factor·moved exact
+        moved = (z - clamped).mul_(2.0**100).clamp_(0.0, 1.0)
+        factor = torch.addcmul(factor, factor, moved, value=-1.0)
     return a, (u, a / u, factor)
 
 
 def _tanh_backward(grad: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
     # autograd: e / u gives e grad / u and u = e + 2 gives it -grad * (a / u); expm1: * (e + 1);
-    # 2 * z: * 2; clamp: grad where -limit <= z <= limit (0 elsewhere: folded into the factor).
+    # 2 * z: * 2; clamp: grad where -limit <= z <= limit (0 elsewhere: so is the factor).
     # The same roundings, two ops fewer: (grad * (a / u) - grad / u) times -2 (e + 1).
     u, a_u, factor = saved
     return torch.addcdiv(grad * a_u, grad, u, value=-1.0) * factor

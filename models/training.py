@@ -189,7 +189,10 @@ def _matmul(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
     computed as two.
     """
     if a.device.type == "cpu" and b.shape[-1] == 1:
-        return torch.stack([torch.mm(x, w) for x, w in zip(a.expand(b.shape[0], -1, -1).unbind(0), b.unbind(0))])
+        a = a.expand(b.shape[0], -1, -1)
+        if b.shape[0] == 1:
+            return torch.mm(a[0], b[0]).unsqueeze(0)
+        return torch.stack([torch.mm(x, w) for x, w in zip(a.unbind(0), b.unbind(0))])
     one = b.shape[0] == 1 and b.shape[-1] == 1
     rows = 2 if one else b.shape[0]
     b = b.expand(rows, -1, -1)
