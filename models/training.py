@@ -749,24 +749,31 @@ class StackTrainer:
     def _update(self, still: list[bool]) -> None:
         """One optimizer step on the flat (R, P) parameter buffer from the gradients :meth:`_pass`
         left in the ``"grad"`` buffer, laid out as it; rows not in ``still`` keep their values.
-        One buffer means a handful of tensor ops per step, whatever the depth. Each step rounds as
-        torch.optim's does on one row (its ``add_(alpha=-lr)`` a fused multiply-add: ``addcmul``)."""
+        One buffer means a handful of tensor ops per step, whatever the depth. Each row's step
+        rounds as torch.optim's on that row alone: a step subtracted as it is, or a direction
+        scaled by -lr in one rounding (torch.optim's ``add_(alpha=-lr)``, a fused multiply-add:
+        ``addcmul``)."""
         self._step += 1
         g = self._buf("grad")
         momentum = self.momentum.view(-1, 1)
         with torch.no_grad():
             if self.optimizer == "adam":
-                step, scaled = self._adam(g), False
+                direction, step = None, self._adam(g)
             elif self.optimizer == "sgd":
-                step, scaled = self._sgd(g, momentum), True
+                direction, step = self._sgd(g, momentum), None
             else:
-                step, scaled = self._rmsprop(g, momentum)
-            if all(still):
-                self.flat.addcmul_(step, self._neg_lr) if scaled else self.flat.sub_(step)
+                direction, step = self._rmsprop(g, momentum)
+            if direction is not None and step is not None:  # rmsprop rows with and without momentum
+                new = torch.where(momentum > 0, torch.addcmul(self.flat, direction, self._neg_lr), self.flat - step)
+            elif all(still):
+                self.flat.addcmul_(direction, self._neg_lr) if step is None else self.flat.sub_(step)
+                return
             else:
+                new = torch.addcmul(self.flat, direction, self._neg_lr) if step is None else self.flat - step
+            if not all(still):
                 mask = torch.tensor(still + [True] * (self.rows - self.R), device=self.device).view(-1, 1)
-                new = torch.addcmul(self.flat, step, self._neg_lr) if scaled else self.flat - step
-                self.flat.copy_(torch.where(mask, new, self.flat))
+                new = torch.where(mask, new, self.flat)
+            self.flat.copy_(new)
 
     def _buf(self, name: str) -> Tensor:
         if name not in self._state:
@@ -794,19 +801,19 @@ class StackTrainer:
         step_size = (self._lr64 / (1 - b1**t)).to(self.dtype).view(-1, 1)
         return step_size * m / denom
 
-    def _rmsprop(self, g: Tensor, momentum: Tensor) -> tuple[Tensor, bool]:
-        # torch.optim.RMSprop: with momentum, buf = m*buf + g/avg and a fused step -lr*buf;
-        # without, the step lr*g/avg (``addcdiv``)
+    def _rmsprop(self, g: Tensor, momentum: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        # torch.optim.RMSprop: with momentum, buf = m*buf + g/avg and the direction buf; without,
+        # the step lr*g/avg (``addcdiv``). (direction, step): a stack with rows of both has both.
         v = self._buf("square_avg")
         v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
         avg = v.sqrt().add_(RMSPROP_EPS)
-        plain = self.lr.view(-1, 1) * g / avg
-        if not self._momentum:
-            return plain, False
+        momentum_rows = int((self.momentum > 0).sum())
+        step = self.lr.view(-1, 1) * g / avg if momentum_rows < self.rows else None
+        if not momentum_rows:
+            return None, step
         buf = self._buf("momentum")
         buf.mul_(momentum).addcdiv_(g, avg)
-        # rows of the stack without momentum take torch.optim's other branch: the unfused step
-        return torch.where(momentum > 0, buf, plain / -self._neg_lr), True
+        return buf, step
 
     # ----------------------------------------------------------------- quasi-Newton optimizers
     def _sequential(self, until_epoch: int) -> None:

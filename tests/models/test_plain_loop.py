@@ -100,10 +100,11 @@ def test_each_restart_ends_as_a_plain_torch_loop(seed1d, optimizer, momentum, ne
 
 @pytest.mark.parametrize("optimizer,momentum", [("adam", 0.0), ("sgd", 0.9), ("rmsprop", 0.5)])
 def test_co_batched_trials_each_end_as_their_plain_loop(seed1d, optimizer, momentum):
-    # 4 trials of one shape in one stack (12 rows): their own learning rates, one with an L2
-    # penalty, one with mini-batches of 16 (its own stack: batch size is part of the shape)
+    # 4 trials of one shape in one stack (12 rows): their own learning rates, two without
+    # momentum (sgd, rmsprop: torch.optim's other branch), one with an L2 penalty; then one with
+    # mini-batches of 16 (its own stack: batch size is part of the shape)
     lrs = [0.002, 0.01, 0.05, 0.2]
-    configs = [TrainConfig((1, 12, 12, 1), "tanh", optimizer, lr=lr, momentum=momentum, max_epochs=40, restarts=3,
+    configs = [TrainConfig((1, 12, 12, 1), "tanh", optimizer, lr=lr, momentum=momentum * (i % 2), max_epochs=40, restarts=3,
                            tol=0.0, weight_decay=1e-3 if i == 1 else 0.0, seed=90 + i) for i, lr in enumerate(lrs)]
     _assert_like_plain(configs, seed1d)
     _assert_like_plain([TrainConfig((1, 12, 12, 1), "sigmoid", optimizer, lr=0.01, momentum=momentum, batch_size=16,
