@@ -40,8 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import MLP, load_dataset, train_restarts  # noqa: E402
-from models.training import restart_seed  # noqa: E402
+from models import load_dataset, train_restarts  # noqa: E402
+from models.reference import plain_restart  # noqa: E402
 
 SPEC = ROOT / "bench" / "seed-1d-64.yaml"
 TINY = """\
@@ -115,46 +115,16 @@ def configs_of(study, spec_path: Path) -> list:
 
 
 def plain_loop(configs: list, data) -> tuple[float, float]:
-    """Restarts one after another in plain PyTorch, with the same stopping rules (judged on the
-    full training set at each epoch's start) and, with a ``batch_size``, the same mini-batches."""
+    """Restarts one after another in plain PyTorch (``models.reference.plain_restart``: the same
+    stopping rules, judged on the full training set at each epoch's start, and, with a
+    ``batch_size``, the same mini-batches); each trial keeps its lowest-training-MSE restart."""
     t0 = time.perf_counter()
     best_val = math.inf
-    n = data.X_train.shape[0]
     for c in configs:
-        best = (math.inf, math.inf)
-        full_batch = c.batch_size is None or c.batch_size >= n
-        for r in range(c.restarts):
-            generator = torch.Generator().manual_seed(restart_seed(c.seed, r))
-            model = MLP(c.sizes, c.activation, generator=generator)
-            if c.optimizer == "adam":
-                opt = torch.optim.Adam(model.parameters(), lr=c.learning_rate)
-            else:
-                opt = torch.optim.SGD(model.parameters(), lr=c.learning_rate, momentum=c.momentum)
-            prev = math.inf
-            for _ in range(c.max_epochs):
-                with torch.set_grad_enabled(full_batch):
-                    loss = ((model(data.X_train) - data.y_train) ** 2).mean()
-                value = loss.item()
-                if not math.isfinite(value) or value > 2 * prev:
-                    break
-                prev = value
-                if full_batch:
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    continue
-                order = torch.randperm(n, generator=generator)
-                for start in range(0, n, c.batch_size):
-                    idx = order[start : start + c.batch_size]
-                    opt.zero_grad()
-                    ((model(data.X_train[idx]) - data.y_train[idx]) ** 2).mean().backward()
-                    opt.step()
-            with torch.no_grad():
-                train = ((model(data.X_train) - data.y_train) ** 2).mean().item()
-                val = ((model(data.X_val) - data.y_val) ** 2).mean().item()
-            if math.isfinite(train) and value <= 2 * prev and train < best[0]:
-                best = (train, val)
-        best_val = min(best_val, best[1])
+        runs = [plain_restart(c, data, r) for r in range(c.restarts)]
+        finished = [run for run in runs if math.isfinite(run.train_mse)]
+        if finished:
+            best_val = min(best_val, min(finished, key=lambda run: run.train_mse).val_mse)
     return time.perf_counter() - t0, best_val
 
 

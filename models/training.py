@@ -763,13 +763,15 @@ class StackTrainer:
                 direction, step = self._sgd(g, momentum), None
             else:
                 direction, step = self._rmsprop(g, momentum)
+            in_place = all(still) and (direction is None or step is None)
             if direction is not None and step is not None:  # rmsprop rows with and without momentum
                 new = torch.where(momentum > 0, torch.addcmul(self.flat, direction, self._neg_lr), self.flat - step)
-            elif all(still):
-                self.flat.addcmul_(direction, self._neg_lr) if step is None else self.flat.sub_(step)
+            elif direction is not None:
+                new = self.flat.addcmul_(direction, self._neg_lr) if in_place else torch.addcmul(self.flat, direction, self._neg_lr)
+            elif step is not None:
+                new = self.flat.sub_(step) if in_place else self.flat - step
+            if in_place:
                 return
-            else:
-                new = torch.addcmul(self.flat, direction, self._neg_lr) if step is None else self.flat - step
             if not all(still):
                 mask = torch.tensor(still + [True] * (self.rows - self.R), device=self.device).view(-1, 1)
                 new = torch.where(mask, new, self.flat)

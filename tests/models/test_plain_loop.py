@@ -8,61 +8,15 @@ import pytest
 import torch
 from conftest import bits
 
-from models import MLP, load_dataset
+from models import load_dataset
 from models.activations import get_activation
-from models.training import RMSPROP_ALPHA, RMSPROP_EPS, StackTrainer, TrainConfig, restart_seed
+from models.reference import plain_restart
+from models.training import StackTrainer, TrainConfig
 
 
 @pytest.fixture(scope="module")
 def seed1d():
     return load_dataset("seed-1d", validation_fraction=0.2, seed=0)
-
-
-def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    lr = config.learning_rate
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov)
-    return torch.optim.RMSprop(params, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, momentum=config.momentum)
-
-
-def _plain(config: TrainConfig, data, restart: int) -> tuple[list[float], float, float]:
-    """One restart as a notebook trains it: its training MSE at each epoch's start (and at the
-    end), then its final training and validation MSE; the engine's stopping rule (a blow-up to
-    more than twice the last objective, or a non-finite one) ends it."""
-    generator = torch.Generator().manual_seed(restart_seed(config.seed, restart))
-    model = MLP(config.sizes, config.activation, generator=generator)
-    opt = _optimizer(config, model.parameters())
-    weights = [model.weight(l) for l in range(model.n_layers)]
-    n = data.X_train.shape[0]
-
-    def objective(X, y):
-        mse = ((model(X) - y) ** 2).mean()
-        return mse, (mse + config.weight_decay * sum((W**2).sum() for W in weights) if config.weight_decay else mse)
-
-    curve, prev = [], math.inf
-    for _ in range(config.max_epochs):
-        mse, loss = objective(data.X_train, data.y_train)
-        curve.append(mse.item())
-        if not math.isfinite(loss.item()) or loss.item() > 2 * prev:
-            return curve, math.nan, math.nan
-        prev = loss.item()
-        if config.batch_size is None:
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            continue
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            opt.zero_grad()
-            objective(data.X_train[idx], data.y_train[idx])[1].backward()
-            opt.step()
-    with torch.no_grad():
-        train = ((model(data.X_train) - data.y_train) ** 2).mean().item()
-        val = ((model(data.X_val) - data.y_val) ** 2).mean().item()
-    return curve + [train], train, val
 
 
 def _assert_like_plain(configs: list[TrainConfig], data) -> None:
@@ -71,14 +25,13 @@ def _assert_like_plain(configs: list[TrainConfig], data) -> None:
     finished = 0
     for config, result in zip(configs, trainer.results()):
         for r in range(config.restarts):
-            curve, train, val = _plain(config, data, r)
-            if math.isnan(train):  # stopped: the same epochs, the engine's curve ends where the blow-up showed
+            plain = plain_restart(config, data, r)
+            assert bits(result.train_curves[r]) == bits(plain.curve), (config, r)
+            if math.isnan(plain.train_mse):  # stopped on a blow-up: the same epochs, the same curve
                 assert result.status[r].startswith("diverged")
-                assert bits(result.train_curves[r]) == bits(curve)
                 continue
             finished += 1
-            assert bits(result.train_curves[r]) == bits(curve), (config, r)
-            assert bits([result.train_mse[r], result.val_mse[r]]) == bits([train, val]), (config, r)
+            assert bits([result.train_mse[r], result.val_mse[r]]) == bits([plain.train_mse, plain.val_mse]), (config, r)
     assert finished, "every restart diverged: the case checks nothing"
 
 
