@@ -201,12 +201,9 @@ def _didentity(z: Tensor) -> Tensor:
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("sigmoid", _sigmoid, _dsigmoid, derivative_from_output=lambda a: a * (1.0 - a),
-                   traced=_sigmoid_traced, traced_backward=_sigmoid_backward),
-        Activation("tanh", _tanh, _dtanh, derivative_from_output=lambda a: 1.0 - a * a,
-                   traced=_tanh_traced, traced_backward=_tanh_backward),
-        Activation("relu", _relu, _drelu, kinks=(0.0,), derivative_from_output=lambda a: (a > 0).to(a.dtype),
-                   traced=_relu_traced, traced_backward=_relu_backward),
+        Activation("sigmoid", _sigmoid, _dsigmoid, traced=_sigmoid_traced, traced_backward=_sigmoid_backward),
+        Activation("tanh", _tanh, _dtanh, traced=_tanh_traced, traced_backward=_tanh_backward),
+        Activation("relu", _relu, _drelu, kinks=(0.0,), traced=_relu_traced, traced_backward=_relu_backward),
         Activation("leaky_relu", _leaky_relu, _dleaky_relu, kinks=(0.0,)),
         Activation("elu", _elu, _delu, kinks=(0.0,), derivative_from_output=lambda a: torch.where(a > 0, 1.0, a + 1.0)),
         Activation("gelu", _gelu, _dgelu),
