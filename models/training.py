@@ -440,15 +440,15 @@ class StackTrainer:
         # [W0 (R, fan_in, fan_out), b0 (R, 1, fan_out), W1, b1, ...].
         self.flat, self.params = self._init_stack()
         idle = [0.0] * (self.rows - R)
-        row = lambda f: torch.tensor([f(configs[ci]) for ci, _ in self.owner] + idle, dtype=dtype, device=self.device)  # noqa: E731
+        row = lambda f, dt=dtype: torch.tensor([f(configs[ci]) for ci, _ in self.owner] + idle, dtype=dt, device=self.device)  # noqa: E731
         self.lr = row(lambda c: c.learning_rate)
         self._neg_lr = -self.lr.view(-1, 1)
-        self._lr64 = torch.tensor([configs[ci].learning_rate for ci, _ in self.owner] + idle, dtype=torch.float64,
-                                  device=self.device)
+        self._lr64 = row(lambda c: c.learning_rate, torch.float64)  # Adam's step size, as torch.optim takes it
         self.momentum = row(lambda c: c.momentum)
         self.weight_decay = row(lambda c: c.weight_decay)
         self._l2 = bool((self.weight_decay > 0).any())
-        self._momentum = bool((self.momentum > 0).any())
+        self._momentum_rows = int((self.momentum > 0).sum())
+        self._momentum = self._momentum_rows > 0
         self.tol = [configs[ci].tol for ci, _ in self.owner]
         self.max_epochs = [configs[ci].max_epochs for ci, _ in self.owner]
         self.status = [RUNNING] * R
@@ -809,9 +809,8 @@ class StackTrainer:
         v = self._buf("square_avg")
         v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
         avg = v.sqrt().add_(RMSPROP_EPS)
-        momentum_rows = int((self.momentum > 0).sum())
-        step = self.lr.view(-1, 1) * g / avg if momentum_rows < self.rows else None
-        if not momentum_rows:
+        step = self.lr.view(-1, 1) * g / avg if self._momentum_rows < self.rows else None
+        if not self._momentum:
             return None, step
         buf = self._buf("momentum")
         buf.mul_(momentum).addcdiv_(g, avg)
