@@ -234,7 +234,7 @@ def _execute(spec: Any, *, tracking_uri: str | None, storage: str, ray_address: 
     importances = len(spec.searched()) > 1  # the report's fANOVA needs two searched parameters
     early = start_tracker(tracking_uri, spec.name, report, importances)
     with ThreadPoolExecutor(1, thread_name_prefix="mlpsweep-open") as pool:
-        loading = pool.submit(_import_and_load, spec)
+        loading = pool.submit(_import_and_load, spec, storage)
         opening = pool.submit(_open_after, loading, early)
         try:
             backend = start_backend(ray_address, spec.concurrency, imported=loading.result, device=spec.device)
@@ -408,11 +408,16 @@ def _address_file() -> str | None:
         return None
 
 
-def _import_and_load(spec: Any) -> None:
+def _import_and_load(spec: Any, storage: str) -> None:
     import sweeps.driver  # noqa: F401  (Optuna, the records; torch is the workers')
-    from tracking.client import enable_fast_sqlite
+    from sweeps.stores import url_scheme
 
-    enable_fast_sqlite()  # before the driver opens Optuna's storage (a SQLite one: no fsync per trial)
+    # Optuna on a SQLite file: no fsync per trial (set before the driver opens it). Not for the
+    # default journal file: SQLAlchemy's import is 0.1 CPU-s of the start, on Ray's and the workers' cores.
+    if url_scheme(storage) == "sqlite":
+        from tracking.client import enable_fast_sqlite
+
+        enable_fast_sqlite()
 
     if not spec.data.is_file:
         check_data(spec)

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeps.space import Categorical, Constant, Dimension, FloatRange, IntRange, grid_values
 from sweeps.spec import SweepSpec, is_active, record_changes, spec_record
+from sweeps.stores import SQL_SCHEMES, url_scheme
 
 __all__ = [
     "storage_for",
@@ -202,15 +203,6 @@ def report_every(spec: SweepSpec) -> int:
 
 
 JOURNAL_SUFFIX = ".journal"
-
-
-SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")  # what Optuna's RDBStorage takes (SQLAlchemy)
-
-
-def url_scheme(text: str) -> str | None:
-    """The database of a URL, lower case and without its driver (``postgresql+psycopg2://…``:
-    ``postgresql``); None for a path."""
-    return text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else None
 
 
 def check_storage(storage: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location", "connect_args"]
+__all__ = ["resolve_stores", "open_stored_study", "check_storage_option", "check_location", "connect_args",
+           "url_scheme", "SQL_SCHEMES"]
 
 CONNECT_TIMEOUT_S = 10  # a database server that does not answer in this long is reported as down
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -19,6 +20,16 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite dat
 TIMEOUT_ARG = {"postgresql": "connect_timeout", "postgresql+psycopg2": "connect_timeout",
                "postgresql+psycopg": "connect_timeout", "postgresql+pg8000": "timeout",
                "mysql": "connect_timeout", "mysql+mysqldb": "connect_timeout", "mysql+pymysql": "connect_timeout"}
+
+
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")  # what Optuna's RDBStorage takes (SQLAlchemy)
+
+
+def url_scheme(text: str) -> str | None:
+    """The database of a URL, lower case and without its driver (``postgresql+psycopg2://…``:
+    ``postgresql``); None for a path. (Here, not in :mod:`sweeps.optuna_adapter`: ``run`` checks
+    its stores before Ray starts, and Optuna's import belongs beside Ray's start.)"""
+    return text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else None
 
 
 def connect_args(url: str, timeout_s: float = CONNECT_TIMEOUT_S, **more: Any) -> dict[str, Any]:
@@ -58,7 +69,6 @@ def check_location(flag: str, where: str, *, create: bool = True, timeout_s: int
         UsageError: the first problem, one line starting with ``flag``.
     """
     from sweeps.cli import UsageError
-    from sweeps.optuna_adapter import SQL_SCHEMES, url_scheme
     from tracking.sweep import sqlite_path
 
     scheme = url_scheme(where)

@@ -2,6 +2,7 @@
 MLflow and Optuna made unimportable; the spec loads without torch too."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -47,3 +48,35 @@ def test_the_driver_checks_data_and_builds_trials_without_torch():
         "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_the_driver_imports_sqlalchemy_only_for_optuna_on_a_sqlite_file():
+    """With the default journal storage the driver never needs SQLAlchemy (0.1 CPU-s of the start);
+    with Optuna on a SQLite file it sets the no-fsync pragmas before opening it."""
+    code = ("import sys\n"
+            "import tracking.client as client\n"
+            "from sweeps.cmd_run import _import_and_load, load_run_spec\n"
+            "spec = load_run_spec('sweeps/examples/seed-1d.yaml')\n"
+            "_import_and_load(spec, 'optuna.journal')\n"
+            "print('sqlalchemy' in sys.modules, client._FAST_SQLITE)\n"
+            "_import_and_load(spec, 'sqlite:///optuna.db')\n"
+            "print('sqlalchemy' in sys.modules, client._FAST_SQLITE)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_run_checks_its_stores_before_ray_starts_without_optuna(tmp_path):
+    """What ``run`` does before Ray's start (the spec, the stores, a new sweep's continuation
+    check) imports neither Optuna nor NumPy: their ~0.4 CPU-s belong beside Ray's start."""
+    code = ("import sys\n"
+            "from sweeps.cmd_run import check_continuation, load_run_spec\n"
+            "from sweeps.stores import resolve_stores\n"
+            f"spec = load_run_spec({str(ROOT / 'sweeps/examples/seed-1d.yaml')!r})\n"
+            "uri, storage = resolve_stores(None, None, create=True)\n"
+            "check_continuation(spec, storage)\n"
+            "print(storage, 'optuna' in sys.modules, 'numpy' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["optuna.journal", "False", "False"]
