@@ -72,3 +72,34 @@ def test_a_local_ray_keeps_token_authentication_without_announcing_it(monkeypatc
         disconnect()
         logger.removeHandler(catch)
     assert not [m for m in seen if "enabled" in m], seen
+
+
+def test_a_local_start_asks_for_its_node_once_the_raylet_has_registered(monkeypatch):
+    """``ray.init`` asks the GCS for its new node 0.1 s after starting the raylet, and Ray's C++
+    sleeps a whole second whenever the raylet has not registered by then (on two busy cores it
+    has not: it waits for its agents). ``connect`` asks only once the GCS lists the node, and
+    puts Ray's function back afterwards."""
+    import ray
+    from ray._private import services
+    from ray._private import state as ray_state
+
+    from workers.ray_connect import connect, disconnect
+
+    registered_when_asked: list[bool] = []
+    original = services.get_node
+
+    def spy(gcs_address, node_id):
+        state = ray_state.GlobalState()
+        state._initialize_global_state(services._get_gcs_client_options(gcs_address))
+        registered_when_asked.append(any(n["NodeID"] == node_id and n["Alive"] for n in state.node_table()))
+        state.disconnect()
+        return original(gcs_address, node_id)
+
+    monkeypatch.setattr(services, "get_node", spy)
+    connect(None, num_cpus=1)
+    try:
+        assert ray.get(ray.remote(lambda x: x + 1).remote(1)) == 2
+    finally:
+        disconnect()
+    assert registered_when_asked and all(registered_when_asked), registered_when_asked
+    assert services.get_node is spy
