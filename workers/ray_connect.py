@@ -79,6 +79,22 @@ def _quiet_auth_notice() -> Iterator[None]:
         logger.removeFilter(notice)
 
 
+def _ray_internals(wanted: dict[str, tuple[str, ...]]) -> dict[str, Any] | None:
+    """The ``ray._private`` modules named, each with the attributes listed; None where this Ray's
+    internals differ (a start then goes Ray's own way)."""
+    import importlib
+
+    found: dict[str, Any] = {}
+    for name, attributes in wanted.items():
+        try:
+            found[name] = importlib.import_module(f"ray._private.{name}")
+        except ImportError:
+            return None
+        if not all(hasattr(found[name], attribute) for attribute in attributes):
+            return None
+    return found
+
+
 NODE_POLL_S = 0.01  # how often a starting local Ray's GCS is asked whether the raylet has registered
 NODE_WAIT_S = 10.0  # polled at most this long; then Ray's own wait goes on as it would have
 
@@ -95,15 +111,11 @@ def _prompt_node_wait(local: bool) -> Iterator[None]:
     the GCS's node table lists the node alive, polled every :data:`NODE_POLL_S`. A Ray whose
     internals differ (or a failing poll) gets the question at once, as before.
     """
-    try:
-        from ray._private import services
-        from ray._private import state as ray_state
-    except ImportError:
-        local = False
-    if not local or not (hasattr(services, "get_node") and hasattr(services, "_get_gcs_client_options")
-                         and hasattr(ray_state, "GlobalState")):
+    found = _ray_internals({"services": ("get_node", "_get_gcs_client_options"), "state": ("GlobalState",)})
+    if not local or found is None:
         yield
         return
+    services, ray_state = found["services"], found["state"]
     get_node = services.get_node
 
     def get_node_once_registered(gcs_address: str, node_id: str) -> Any:
@@ -149,15 +161,12 @@ def _lean_head(lean: bool) -> Iterator[None]:
     node parameters saying no monitors and its dashboard check saying "not installed"; a Ray
     whose internals differ gets the usual start (tests/integration/test_exposure.py then fails).
     """
-    try:
-        from ray._private import parameter, services
-        from ray._private import utils as ray_utils
-    except ImportError:
-        lean = False
-    if not lean or not (hasattr(services, "start_api_server") and hasattr(parameter, "RayParams")
-                        and hasattr(ray_utils, "get_dashboard_dependency_error")):
+    found = _ray_internals({"services": ("start_api_server",), "parameter": ("RayParams",),
+                            "utils": ("get_dashboard_dependency_error",)})
+    if not lean or found is None:
         yield
         return
+    services, parameter, ray_utils = found["services"], found["parameter"], found["utils"]
     api_server, params, dashboard_check = services.start_api_server, parameter.RayParams, \
         ray_utils.get_dashboard_dependency_error
 
