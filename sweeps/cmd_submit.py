@@ -127,8 +127,7 @@ def check_stored_sweep(spec: Any, storage: str, allow_changed: bool, address: st
     from sweeps.cli import UsageError, first_line
     from sweeps.cluster import is_loopback, redact
     from sweeps.cmd_run import check_continuation
-    from sweeps.stores import url_scheme
-    from sweeps.stores import check_location
+    from sweeps.stores import check_location, url_scheme
     from tracking.sweep import storage_file
 
     later = "the job checks the stored sweep's spec against this one when it starts"

@@ -111,8 +111,9 @@ def _prompt_node_wait(local: bool) -> Iterator[None]:
     the GCS's node table lists the node alive, polled every :data:`NODE_POLL_S`. A Ray whose
     internals differ (or a failing poll) gets the question at once, as before.
     """
-    found = _ray_internals({"services": ("get_node", "_get_gcs_client_options"), "state": ("GlobalState",)})
-    if not local or found is None:
+    found = _ray_internals({"services": ("get_node", "_get_gcs_client_options"), "state": ("GlobalState",)}) \
+        if local else None
+    if found is None:
         yield
         return
     services, ray_state = found["services"], found["state"]
@@ -162,8 +163,8 @@ def _lean_head(lean: bool) -> Iterator[None]:
     whose internals differ gets the usual start (tests/integration/test_exposure.py then fails).
     """
     found = _ray_internals({"services": ("start_api_server",), "parameter": ("RayParams",),
-                            "utils": ("get_dashboard_dependency_error",)})
-    if not lean or found is None:
+                            "utils": ("get_dashboard_dependency_error",)}) if lean else None
+    if found is None:
         yield
         return
     services, parameter, ray_utils = found["services"], found["parameter"], found["utils"]
