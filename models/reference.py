@@ -48,7 +48,8 @@ def plain_restart(config: TrainConfig, data: Dataset, restart: int) -> PlainRun:
     opt = _optimizer(config, model.parameters())
     weights = [model.weight(l) for l in range(model.n_layers)]
     n = data.X_train.shape[0]
-    full_batch = config.batch_size is None or config.batch_size >= n
+    batch = int(config.batch_size or n)
+    full_batch = batch >= n
 
     def objective(X, y):
         mse = ((model(X) - y) ** 2).mean()
@@ -69,8 +70,8 @@ def plain_restart(config: TrainConfig, data: Dataset, restart: int) -> PlainRun:
             opt.step()
             continue
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, int(config.batch_size or n)):
-            idx = order[start : start + int(config.batch_size or n)]
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
             opt.zero_grad()
             objective(data.X_train[idx], data.y_train[idx])[1].backward()
             opt.step()

@@ -763,16 +763,21 @@ class StackTrainer:
                 direction, step = self._sgd(g, momentum), None
             else:
                 direction, step = self._rmsprop(g, momentum)
-            in_place = all(still) and (direction is None or step is None)
-            if direction is not None and step is not None:  # rmsprop rows with and without momentum
+            every_row = all(still)
+            if step is None:  # a direction, scaled by -lr (sgd; rmsprop with momentum on every row)
+                assert direction is not None
+                if every_row:
+                    self.flat.addcmul_(direction, self._neg_lr)
+                    return
+                new = torch.addcmul(self.flat, direction, self._neg_lr)
+            elif direction is None:  # a step, subtracted (adam; rmsprop without momentum)
+                if every_row:
+                    self.flat.sub_(step)
+                    return
+                new = self.flat - step
+            else:  # rmsprop rows with and without momentum: each takes its own branch
                 new = torch.where(momentum > 0, torch.addcmul(self.flat, direction, self._neg_lr), self.flat - step)
-            elif direction is not None:
-                new = self.flat.addcmul_(direction, self._neg_lr) if in_place else torch.addcmul(self.flat, direction, self._neg_lr)
-            elif step is not None:
-                new = self.flat.sub_(step) if in_place else self.flat - step
-            if in_place:
-                return
-            if not all(still):
+            if not every_row:
                 mask = torch.tensor(still + [True] * (self.rows - self.R), device=self.device).view(-1, 1)
                 new = torch.where(mask, new, self.flat)
             self.flat.copy_(new)
