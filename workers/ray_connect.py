@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import ray
@@ -45,7 +47,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
     else:
         kwargs["address"] = address
     local = address in (None, "local")
-    with _lean_head(local), _prompt_node_wait(local), _quiet_auth_notice():
+    with _lean_head(local), _agent_stand_ins(local), _prompt_node_wait(local), _quiet_auth_notice():
         info = ray.init(**kwargs)
     return {"address": getattr(info, "address_info", {}).get("gcs_address")}
 
@@ -106,8 +108,9 @@ def _prompt_node_wait(local: bool) -> Iterator[None]:
     Once it has started the raylet, ``ray.init`` waits 0.1 s and asks the GCS for the new node
     (``ray._private.services.get_node``), and the C++ side of that question sleeps one whole
     second each time the node is not registered yet. On two busy cores it never is by then: the
-    raylet registers once its two agents are up, ~0.6 s later, so every start lost ~0.4 s (1.1 s
-    waited, 0.7 s needed) and more on a slower machine. Here the question is asked only once
+    raylet registers once its two agents are up, ~0.6 s later with Ray's own (:func:`_agent_stand_ins`
+    are up sooner), so every start lost ~0.4 s (1.1 s waited, 0.7 s needed) and more on a slower
+    machine. Here the question is asked only once
     the GCS's node table lists the node alive, polled every :data:`NODE_POLL_S`. A Ray whose
     internals differ (or a failing poll) gets the question at once, as before.
     """
@@ -157,7 +160,8 @@ def _lean_head(lean: bool) -> Iterator[None]:
     Python process importing Ray on the cores the sweep's workers start on: together ~2 s of the
     start on two cores. Its node agent runs ``--minimal``, as in a Ray installed without its
     dashboard: no metrics exporter (which the raylet waits for), HTTP or log services, and the
-    driver skips importing aiohttp & co. to find out (~0.15 s of ``ray.init``). Ray 2.60 has no
+    driver skips importing aiohttp & co. to find out (~0.15 s of ``ray.init``); so minimal, it does
+    nothing :func:`_agent_stand_ins` cannot do without importing Ray. Ray 2.60 has no
     public switch for any of them, so ``ray.init`` runs with the API server's start a no-op, its
     node parameters saying no monitors and its dashboard check saying "not installed"; a Ray
     whose internals differ gets the usual start (tests/integration/test_exposure.py then fails).
@@ -184,3 +188,64 @@ def _lean_head(lean: bool) -> Iterator[None]:
     finally:
         services.start_api_server, parameter.RayParams = api_server, params
         ray_utils.get_dashboard_dependency_error = dashboard_check
+
+
+AGENT_STAND_INS = Path(__file__).with_name("ray_agents.py")
+
+
+@contextmanager
+def _agent_stand_ins(local: bool) -> Iterator[None]:
+    """A new local Ray whose raylet starts :mod:`workers.ray_agents` for its two node agents.
+
+    The raylet registers only once both agents have written their ports, and each first imports
+    Ray, aiohttp and gRPC: on two cores ~1 CPU-second apiece, while the driver, the MLflow writer
+    and (next) the workers start too. The dashboard agent of a lean head (:func:`_lean_head`)
+    serves nothing; the runtime-env agent builds environments only for a job with a runtime
+    env, which a local sweep's has not — unless Ray adds one (a driver inside a Ray job, a
+    ``RAY_RUNTIME_ENV_HOOK``, ``uv run``): then Ray's own runtime-env agent starts. A Ray whose
+    internals differ starts its own two (tests/integration/test_exposure.py then fails).
+    """
+    found = _ray_internals({"services": ("_build_python_executable_command_memory_profileable",),
+                            "ray_constants": ("PROCESS_TYPE_DASHBOARD_AGENT", "PROCESS_TYPE_RUNTIME_ENV_AGENT")}) \
+        if local else None
+    from ray import _raylet
+
+    ports = tuple(getattr(_raylet, name, None) for name in (
+        "METRICS_AGENT_PORT_NAME", "METRICS_EXPORT_PORT_NAME", "DASHBOARD_AGENT_LISTEN_PORT_NAME",
+        "RUNTIME_ENV_AGENT_PORT_NAME"))
+    if found is None or None in ports:
+        yield
+        return
+    services, constants = found["services"], found["ray_constants"]
+    python_command = services._build_python_executable_command_memory_profileable
+    stand_ins = {constants.PROCESS_TYPE_DASHBOARD_AGENT: ("dashboard", ports[:3])}
+    if not _job_may_have_runtime_env():
+        stand_ins[constants.PROCESS_TYPE_RUNTIME_ENV_AGENT] = ("runtime_env", ports[3:])
+
+    def command(component: str, *args: Any, **kwargs: Any) -> list[str]:
+        if component not in stand_ins:
+            return list(python_command(component, *args, **kwargs))
+        kind, names = stand_ins[component]  # Ray appends its agent's script and options: read, not run
+        return [sys.executable, "-u", str(AGENT_STAND_INS), f"--mlpsweep-agent={kind}",
+                f"--mlpsweep-ports={','.join(names)}"]
+
+    services._build_python_executable_command_memory_profileable = command
+    try:
+        yield
+    finally:
+        services._build_python_executable_command_memory_profileable = python_command
+
+
+def _job_may_have_runtime_env() -> bool:
+    """Whether ``ray.init`` could give this driver's job a runtime env though ``connect`` passes
+    none: one injected by a Ray job's supervisor, a ``RAY_RUNTIME_ENV_HOOK``, or ``uv run``'s
+    (Ray replicates its environment); True where that cannot be told."""
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or "RAY_RUNTIME_ENV_HOOK" in os.environ:
+        return True
+    try:
+        from ray._private import ray_constants
+        from ray._private.runtime_env.uv_runtime_env_hook import _get_uv_run_cmdline
+
+        return bool(ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV) and _get_uv_run_cmdline() is not None
+    except Exception:  # noqa: BLE001 - another Ray: assume it might
+        return True

@@ -1,6 +1,8 @@
 """What the tool starts: the local Ray has no dashboard, and requires Ray's auth token."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -45,6 +47,50 @@ def test_a_local_ray_starts_no_head_process_a_one_machine_sweep_never_uses():
     finally:
         disconnect()
     assert not ray.is_initialized()
+
+
+def test_a_local_ray_runs_stand_ins_for_its_node_agents_and_refuses_runtime_envs(monkeypatch):
+    """The raylet's two node agents are :mod:`workers.ray_agents` (no Ray, aiohttp or gRPC to
+    import before the node registers); the work runs, and a task asking for a runtime env fails
+    with the reason, not a hang."""
+    import psutil
+    import ray
+
+    from workers import ray_connect
+    from workers.ray_agents import REFUSAL
+
+    monkeypatch.setattr(ray_connect, "_job_may_have_runtime_env", lambda: False)  # also under `uv run`
+    ray_connect.connect(None, num_cpus=1)
+    try:
+        started = [p.cmdline() for p in psutil.Process().children(recursive=True)]
+        scripts = [c[2] if len(c) > 2 and c[1] == "-u" else "" for c in started]
+        assert sorted(Path(s).name for s in scripts if s.endswith(("agent.py", "main.py", "ray_agents.py"))) \
+            == ["ray_agents.py", "ray_agents.py"], started
+        assert ray.get(ray.remote(lambda x: x + 1).remote(1)) == 2
+        with pytest.raises(ray.exceptions.RuntimeEnvSetupError, match="builds no runtime environments") as refused:
+            ray.get(ray.remote(lambda: 1).options(runtime_env={"env_vars": {"A": "1"}}).remote(), timeout=120)
+        assert REFUSAL in str(refused.value)
+    finally:
+        ray_connect.disconnect()
+
+
+def test_where_ray_may_give_the_job_a_runtime_env_ray_s_own_agent_builds_it(monkeypatch):
+    """A driver inside a Ray job, a ``RAY_RUNTIME_ENV_HOOK`` or ``uv run`` give the job an
+    environment: then the raylet starts Ray's runtime-env agent, and environments work."""
+    import psutil
+    import ray
+
+    from workers import ray_connect
+
+    monkeypatch.setattr(ray_connect, "_job_may_have_runtime_env", lambda: True)
+    ray_connect.connect(None, num_cpus=1)
+    try:
+        started = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+        assert any("RuntimeEnvAgent" in c for c in started), started  # Ray's names itself so once up
+        task = ray.remote(lambda: __import__("os").environ.get("MLPSWEEP_PROBE"))
+        assert ray.get(task.options(runtime_env={"env_vars": {"MLPSWEEP_PROBE": "built"}}).remote(), timeout=120) == "built"
+    finally:
+        ray_connect.disconnect()
 
 
 def test_a_local_ray_keeps_token_authentication_without_announcing_it(monkeypatch):
