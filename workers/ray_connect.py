@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 import ray
 
+from workers.ray_worker_boot import install as skip_serializer_imports
+
 __all__ = ["connect", "disconnect", "cluster_gpus", "LOCAL_SYSTEM_CONFIG"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
     else:
         kwargs["address"] = address
     local = address in (None, "local")
+    skip_serializer_imports()  # this process's too: it serializes no Arrow, pydantic v1 or starlette objects
     with _lean_head(local), _agent_stand_ins(local), _prompt_node_wait(local), _quiet_auth_notice():
         info = ray.init(**kwargs)
     return {"address": getattr(info, "address_info", {}).get("gcs_address")}
@@ -161,10 +164,13 @@ def _lean_head(lean: bool) -> Iterator[None]:
     start on two cores. Its node agent runs ``--minimal``, as in a Ray installed without its
     dashboard: no metrics exporter (which the raylet waits for), HTTP or log services, and the
     driver skips importing aiohttp & co. to find out (~0.15 s of ``ray.init``); so minimal, it does
-    nothing :func:`_agent_stand_ins` cannot do without importing Ray. Ray 2.60 has no
+    nothing :func:`_agent_stand_ins` cannot do without importing Ray. Its workers start through
+    :mod:`workers.ray_worker_boot`: Ray's worker without the imports of pyarrow, pydantic and
+    starlette that only register serializers for them (~0.2 CPU-s each). Ray 2.60 has no
     public switch for any of them, so ``ray.init`` runs with the API server's start a no-op, its
-    node parameters saying no monitors and its dashboard check saying "not installed"; a Ray
-    whose internals differ gets the usual start (tests/integration/test_exposure.py then fails).
+    node parameters saying no monitors and that worker path, and its dashboard check saying "not
+    installed"; a Ray whose internals differ gets the usual start (tests/integration/test_exposure.py
+    then fails).
     """
     found = _ray_internals({"services": ("start_api_server",), "parameter": ("RayParams",),
                             "utils": ("get_dashboard_dependency_error",)}) if lean else None
@@ -179,6 +185,7 @@ def _lean_head(lean: bool) -> Iterator[None]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.no_monitor, self.include_log_monitor = True, False
+            self.worker_path = self.worker_path or str(WORKER_BOOT)
 
     services.start_api_server = lambda *args, **kwargs: (None, None)
     parameter.RayParams = LeanParams
@@ -191,6 +198,7 @@ def _lean_head(lean: bool) -> Iterator[None]:
 
 
 AGENT_STAND_INS = Path(__file__).with_name("ray_agents.py")
+WORKER_BOOT = Path(__file__).with_name("ray_worker_boot.py")
 
 
 @contextmanager
