@@ -113,9 +113,9 @@ def _prompt_node_wait(local: bool) -> Iterator[None]:
     second each time the node is not registered yet. On two busy cores it never is by then: the
     raylet registers once its two agents are up, ~0.6 s later with Ray's own (:func:`_agent_stand_ins`
     are up sooner), so every start lost ~0.4 s (1.1 s waited, 0.7 s needed) and more on a slower
-    machine. Here the question is asked only once
-    the GCS's node table lists the node alive, polled every :data:`NODE_POLL_S`. A Ray whose
-    internals differ (or a failing poll) gets the question at once, as before.
+    machine. Here the question is asked only once the GCS's node table lists the node alive,
+    polled every :data:`NODE_POLL_S`. A Ray whose internals differ (or a failing poll) gets the
+    question at once, as before.
     """
     found = _ray_internals({"services": ("get_node", "_get_gcs_client_options"), "state": ("GlobalState",)}) \
         if local else None
@@ -216,11 +216,9 @@ def _agent_stand_ins(local: bool) -> Iterator[None]:
     found = _ray_internals({"services": ("_build_python_executable_command_memory_profileable",),
                             "ray_constants": ("PROCESS_TYPE_DASHBOARD_AGENT", "PROCESS_TYPE_RUNTIME_ENV_AGENT")}) \
         if local else None
-    from ray import _raylet
-
-    ports = tuple(getattr(_raylet, name, None) for name in (
+    ports = tuple(getattr(ray._raylet, name, None) for name in (
         "METRICS_AGENT_PORT_NAME", "METRICS_EXPORT_PORT_NAME", "DASHBOARD_AGENT_LISTEN_PORT_NAME",
-        "RUNTIME_ENV_AGENT_PORT_NAME"))
+        "RUNTIME_ENV_AGENT_PORT_NAME")) if found else (None,)
     if found is None or None in ports:
         yield
         return
