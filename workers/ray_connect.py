@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import ray
 
-from workers.ray_worker_boot import install as skip_serializer_imports
+from workers.ray_worker_boot import install as skip_serializer_imports, ray_default_worker
 
 __all__ = ["connect", "disconnect", "cluster_gpus", "LOCAL_SYSTEM_CONFIG"]
 
@@ -181,11 +181,14 @@ def _lean_head(lean: bool) -> Iterator[None]:
     api_server, params, dashboard_check = services.start_api_server, parameter.RayParams, \
         ray_utils.get_dashboard_dependency_error
 
+    boot = str(WORKER_BOOT) if Path(ray_default_worker()).is_file() else None  # where the boot finds Ray's worker
+
     class LeanParams(params):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.no_monitor, self.include_log_monitor = True, False
-            self.worker_path = self.worker_path or str(WORKER_BOOT)
+            if boot and hasattr(self, "worker_path"):
+                self.worker_path = self.worker_path or boot
 
     services.start_api_server = lambda *args, **kwargs: (None, None)
     parameter.RayParams = LeanParams
