@@ -19,7 +19,8 @@ followed by the agent's own command line, of which it reads ``--session-dir``, `
   environment is refused with a reply saying why (the task fails with Ray's
   ``RuntimeEnvSetupError`` naming it), one to delete or list environments answers "none".
 
-Either lives as long as the raylet that started it.
+Either lives as long as the raylet that started it. Given a command line without those options
+(another Ray's), it runs the agent Ray asked for instead.
 """
 from __future__ import annotations
 
@@ -103,6 +104,10 @@ def serve_runtime_env(session_dir: str, node_id: str, name: str, host: str, port
 
 def main(argv: list[str]) -> None:
     args = options(argv)
+    needed = {"session-dir", "node-id"} | ({"node-ip-address"} if args.get("mlpsweep-agent") == "runtime_env" else set())
+    if not needed <= args.keys():  # a Ray whose agents take other options: its own agent, as it asked
+        ray_agent = [arg for arg in argv if not arg.startswith("--mlpsweep-")]
+        os.execv(sys.executable, [sys.executable, "-u", *ray_agent])
     names = [n for n in args["mlpsweep-ports"].split(",") if n]
     session_dir, node_id = args["session-dir"], args["node-id"]
     if args["mlpsweep-agent"] == "dashboard":

@@ -118,3 +118,15 @@ def test_a_job_gets_ray_s_runtime_env_agent_where_ray_may_give_it_an_environment
     monkeypatch.delenv("RAY_RUNTIME_ENV_HOOK")
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
     assert _job_may_have_runtime_env()
+
+
+def test_a_command_line_it_cannot_read_runs_the_agent_ray_asked_for(tmp_path):
+    """Another Ray's agent options (no --session-dir here): the stand-in runs Ray's own agent."""
+    agent = tmp_path / "agent.py"
+    agent.write_text("import sys; print('ray agent', *sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-u", str(AGENT_STAND_INS), "--mlpsweep-agent=dashboard",
+                           "--mlpsweep-ports=metrics_agent_port", str(agent), "--node-id=n", "--other=1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ray agent --node-id=n --other=1"
+    assert not list(tmp_path.glob("metrics_agent_port*"))
