@@ -100,6 +100,20 @@ def _ray_internals(wanted: dict[str, tuple[str, ...]]) -> dict[str, Any] | None:
     return found
 
 
+@contextmanager
+def _replaced(*changes: tuple[Any, str, Any]) -> Iterator[None]:
+    """Each ``(owner, name, value)`` set for the block (Ray's internals, patched for a start);
+    what was there put back after it."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in changes]
+    for owner, name, value in changes:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
 NODE_POLL_S = 0.01  # how often a starting local Ray's GCS is asked whether the raylet has registered
 NODE_WAIT_S = 10.0  # polled at most this long; then Ray's own wait goes on as it would have
 
@@ -132,11 +146,8 @@ def _prompt_node_wait(local: bool) -> Iterator[None]:
             log.debug("polling for the raylet's registration failed: %s", exc)
         return get_node(gcs_address, node_id)
 
-    services.get_node = get_node_once_registered
-    try:
+    with _replaced((services, "get_node", get_node_once_registered)):
         yield
-    finally:
-        services.get_node = get_node
 
 
 def _wait_until_registered(state: Any, gcs_options: Any, node_id: str) -> None:
@@ -178,8 +189,7 @@ def _lean_head(lean: bool) -> Iterator[None]:
         yield
         return
     services, parameter, ray_utils = found["services"], found["parameter"], found["utils"]
-    api_server, params, dashboard_check = services.start_api_server, parameter.RayParams, \
-        ray_utils.get_dashboard_dependency_error
+    params = parameter.RayParams
 
     boot = str(WORKER_BOOT) if Path(ray_default_worker()).is_file() else None  # where the boot finds Ray's worker
 
@@ -190,14 +200,11 @@ def _lean_head(lean: bool) -> Iterator[None]:
             if boot and hasattr(self, "worker_path"):
                 self.worker_path = self.worker_path or boot
 
-    services.start_api_server = lambda *args, **kwargs: (None, None)
-    parameter.RayParams = LeanParams
-    ray_utils.get_dashboard_dependency_error = lambda: ImportError("mlpsweep: a one-machine sweep uses no dashboard")
-    try:
+    with _replaced((services, "start_api_server", lambda *args, **kwargs: (None, None)),
+                   (parameter, "RayParams", LeanParams),
+                   (ray_utils, "get_dashboard_dependency_error",
+                    lambda: ImportError("mlpsweep: a one-machine sweep uses no dashboard"))):
         yield
-    finally:
-        services.start_api_server, parameter.RayParams = api_server, params
-        ray_utils.get_dashboard_dependency_error = dashboard_check
 
 
 AGENT_STAND_INS = Path(__file__).with_name("ray_agents.py")
@@ -238,11 +245,8 @@ def _agent_stand_ins(local: bool) -> Iterator[None]:
         return [sys.executable, "-u", str(AGENT_STAND_INS), f"--mlpsweep-agent={kind}",
                 f"--mlpsweep-ports={','.join(names)}"]
 
-    services._build_python_executable_command_memory_profileable = command
-    try:
+    with _replaced((services, "_build_python_executable_command_memory_profileable", command)):
         yield
-    finally:
-        services._build_python_executable_command_memory_profileable = python_command
 
 
 def _job_may_have_runtime_env() -> bool:
