@@ -10,18 +10,46 @@ from __future__ import annotations
 import io
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
-from matplotlib.colors import LogNorm, Normalize
-from matplotlib.figure import Figure
-from matplotlib.cm import ScalarMappable
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from matplotlib.transforms import blended_transform_factory
+
+
+@contextmanager
+def _without_property_listings() -> Iterator[None]:
+    """Import matplotlib's drawing modules without the property listing matplotlib writes into
+    every Artist class's ``set()`` docstring as the class is defined (``matplotlib.artist.kwdoc``
+    introspects each setter: about a third of the import's CPU, in the report's process, on the
+    cores a sweep trains on). No one reads those docstrings in a process that draws a report:
+    they are left without the listing; ``kwdoc`` itself is restored once the import is done.
+    Where matplotlib's drawing modules are already imported, or ``kwdoc`` is not where this
+    looks (another matplotlib), the import is matplotlib's own."""
+    import sys
+
+    import matplotlib.artist
+
+    real = getattr(matplotlib.artist, "kwdoc", None)
+    if real is None or "matplotlib.figure" in sys.modules:
+        yield
+        return
+    matplotlib.artist.kwdoc = lambda artist: ""  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        matplotlib.artist.kwdoc = real
+
+
+with _without_property_listings():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.transforms import blended_transform_factory
 
 __all__ = [
     "HistoryPoint",
