@@ -176,10 +176,15 @@ def _matmul(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
       strides that keep them aligned (:func:`_aligned`; a copy only where a row's size is not a
       multiple of 16 bytes: O(N·k), cheap next to the product).
     - with one output column (``n == 1``: a one-output net's last layer and its weight gradient)
-      ``mm`` goes to MKL's matrix-vector kernel, which ``bmm`` never takes (~1e-7 relative apart)
-      and whose rounding depends on where the result starts in memory: those products run row by
-      row through ``mm`` itself, each into a new (64-byte aligned) tensor as in a plain loop.
-      About the time of the one batched product at seed-1d's sizes.
+      or one output row (``m == 1``: a one-input net's first weight gradient) ``mm`` goes to
+      MKL's matrix-vector kernel, which a batched product never takes (~1e-7 relative apart; for
+      ``m == 1`` seen on an AVX-512 Intel Xeon, e.g. (1, 1000)·(1000, 8)) and whose rounding depends on
+      where the result starts in memory; and ATen's ``bmm`` multiplies small matrices (fewer than
+      :data:`_SMALL_BMM` multiply-adds) with its own loop, not MKL's ``mm``, which on that Xeon
+      fuses each multiply-add. Those products, unless each output is one product (``k == 1``:
+      it rounds alike everywhere), run row by row through ``mm`` itself, each into a new (64-byte
+      aligned) tensor as in a plain loop: about the time of the one batched product at seed-1d's
+      sizes.
 
     ``matmul`` is not used for a shared ``a``: it folds the stack into one product whose rounding
     depends on its height; the expanded view costs nothing.
@@ -188,7 +193,8 @@ def _matmul(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
     :func:`gpu_chunk`) every product is ``chunk`` rows, and a lone row with one output column is
     computed as two.
     """
-    if a.device.type == "cpu" and b.shape[-1] == 1:
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if a.device.type == "cpu" and (n == 1 or (k > 1 and (m == 1 or m * k * n < _SMALL_BMM))):
         a = a.expand(b.shape[0], -1, -1)
         if b.shape[0] == 1:
             return torch.mm(a[0], b[0]).unsqueeze(0)
@@ -200,7 +206,6 @@ def _matmul(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
     cpu = a.device.type == "cpu" and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
     if cpu:
         a, b = _aligned(a), _aligned(b)
-    m, n = a.shape[1], b.shape[2]
     if not chunk:
         # a new stack's rows are aligned where a row's size is a multiple of 16 bytes; autograd
         # (the quasi-Newton rows, trained one by one) cannot write into ``out``
@@ -214,6 +219,10 @@ def _matmul(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
 
 
 _ALIGN_BYTES = 16
+# ATen's bmm multiplies matrices of fewer multiply-adds than this (m·k·n) with its own loop, not
+# with MKL as mm does: the two round alike on AMD EPYC, not on an AVX-512 Intel Xeon (seen:
+# (20, 3)·(3, 3) one ulp apart). See :func:`_matmul`.
+_SMALL_BMM = 400
 
 # On the CPU, the most bytes one layer's activations of a block of rows may take (see :func:`cpu_block`).
 CPU_BLOCK_BYTES = 2**20

@@ -465,3 +465,27 @@ def test_an_epoch_reuses_the_memory_the_last_one_freed():
     run = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, cwd=root, timeout=300)
     assert run.returncode == 0, run.stderr
     assert int(run.stdout) < 2_000
+
+
+@pytest.mark.parametrize("m, k, n, transposed", [
+    (20, 3, 3, False),  # fewer than 400 multiply-adds: ATen's own bmm loop, not MKL's mm
+    (133, 3, 1, False),  # one output column: MKL's matrix-vector kernel
+    (1, 2000, 8, True),  # one output row (a one-input net's first weight gradient): the same
+    (80, 12, 12, False),  # a plain batched product
+])
+def test_every_row_of_a_stack_product_is_mm_of_that_row(m, k, n, transposed):
+    # what makes a stack's rows round as a plain loop and as each row alone, on any CPU (an
+    # AVX-512 Intel Xeon's MKL rounds the first three otherwise in a batched product)
+    from models.training import _matmul
+
+    g = torch.Generator().manual_seed(m + k + n)
+    for rows in (1, 2, 5):
+        a = torch.randn(rows, k, m, generator=g).transpose(1, 2) if transposed else torch.randn(rows, m, k, generator=g)
+        b = torch.randn(rows, k, n, generator=g)
+        got = _matmul(a, b)
+        for r in range(rows):
+            assert torch.equal(got[r], torch.mm(a[r], b[r])), (rows, r)
+    shared = torch.randn(m, k, generator=g)  # a stack's shared input (the data)
+    b = torch.randn(5, k, n, generator=g)
+    got = _matmul(shared, b)
+    assert all(torch.equal(got[r], torch.mm(shared, b[r])) for r in range(5))
