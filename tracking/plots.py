@@ -21,7 +21,7 @@ import numpy as np
 def _without_property_listings() -> Iterator[None]:
     """Import matplotlib's drawing modules without the property listing matplotlib writes into
     every Artist class's ``set()`` docstring as the class is defined (``matplotlib.artist.kwdoc``
-    introspects each setter: about a third of the import's CPU, in the report's process, on the
+    introspects each setter: about a quarter of the import's CPU, in the report's process, on the
     cores a sweep trains on). No one reads those docstrings in a process that draws a report:
     they are left without the listing; ``kwdoc`` itself is restored once the import is done.
     Where matplotlib's drawing modules are already imported, or ``kwdoc`` is not where this

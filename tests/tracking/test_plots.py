@@ -174,10 +174,10 @@ def _in_fresh_python(code: str) -> str:
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -194,4 +194,3 @@ def test_import_skips_the_property_listings_only_while_importing() -> None:
         "print('markevery' in artist.kwdoc(Line2D))\n"
         "print(len(plots.plot_importances({'a': 1.0})) > 1000)\n")
     assert out.split() == ["True", "False", "True", "True"]
-
