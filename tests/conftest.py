@@ -5,6 +5,7 @@ import os
 import secrets
 import subprocess
 import sys
+import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -49,6 +50,15 @@ def write_spec(folder: Path, name: str = "tiny", run_cap: int = 8, seed: int = 0
 # MLflow 3's server also starts a job runner (seven huey consumers) for its GenAI jobs; a sweep's
 # store needs none of it, and on two cores it slows every test that starts a server.
 MLFLOW_SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def fresh_python(code: str, timeout: float = 120) -> str:
+    """Run ``code`` (dedented) in a new interpreter in the checkout's root, so that its packages
+    import; asserts it exits 0 and returns its stdout, stripped."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, fresh_python
 
 BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
 
@@ -26,8 +26,7 @@ BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
 def test_core_imports_without_engines(modules, blocked):
     code = BLOCK.format(names=blocked) + "".join(f"import {m}\n" for m in modules)
     code += "print('ok')\n"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert fresh_python(code) == "ok"
 
 
 def test_the_check_can_fail():
@@ -46,8 +45,7 @@ def test_the_driver_checks_data_and_builds_trials_without_torch():
         "config = TrainConfig((2, 5, 2), 'tanh', 'adam', lr=0.01)\n"
         "assert canonical_architecture(config.sizes, config.activation) == '2-5-2:tanh' and stack_key(config)\n"
         "print('ok')\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert fresh_python(code) == "ok"
 
 
 def test_the_driver_imports_sqlalchemy_only_for_optuna_on_a_sqlite_file():
@@ -61,9 +59,7 @@ def test_the_driver_imports_sqlalchemy_only_for_optuna_on_a_sqlite_file():
             "print('sqlalchemy' in sys.modules, client._FAST_SQLITE)\n"
             "_import_and_load(spec, 'sqlite:///optuna.db')\n"
             "print('sqlalchemy' in sys.modules, client._FAST_SQLITE)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["False", "False", "True", "True"]
+    assert fresh_python(code).split() == ["False", "False", "True", "True"]
 
 
 def test_run_checks_its_stores_before_ray_starts_without_optuna(tmp_path):

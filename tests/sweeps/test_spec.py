@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import fresh_python
 from sweeps import cmd_validate
 from sweeps.space import Categorical, Constant, FloatRange, IntRange, grid_size, grid_values, is_discrete
 from sweeps.spec import (
@@ -493,9 +492,7 @@ def test_spec_and_space_import_without_engines(tmp_path: Path) -> None:
         assert not any(m.split(".")[0] in ("ray", "mlflow", "optuna", "torch") and sys.modules[m] is not None
                        for m in sys.modules)
     """)
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == spec_digest(parse_spec(ISSUE_EXAMPLE))
+    assert fresh_python(code) == spec_digest(parse_spec(ISSUE_EXAMPLE))
 
 
 def test_registries_match_the_engine() -> None:

@@ -169,22 +169,10 @@ def test_plots_leave_pyplot_alone() -> None:
     assert ("matplotlib.pyplot" in sys.modules) == had
 
 
-def _in_fresh_python(code: str) -> str:
-    """Run ``code`` in a new interpreter with this checkout importable; its stdout."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_import_skips_the_property_listings_only_while_importing() -> None:
-    out = _in_fresh_python(
+    from conftest import fresh_python
+
+    out = fresh_python(
         "import matplotlib.artist as artist\n"
         "real = artist.kwdoc\n"
         "from tracking import plots\n"

@@ -2,19 +2,7 @@
 each case in a fresh interpreter (the finder is process-wide, and these packages may be imported here)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+from conftest import fresh_python as run
 
 
 def test_ray_s_registration_finds_the_optional_packages_missing_and_everyone_else_finds_them():
