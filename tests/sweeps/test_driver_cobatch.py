@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from conftest import write_spec
-from sweeps.cobatch import AUTO_COBATCH, SMALL_TRIAL_FLOPS, cobatch_limit, describe, max_cobatch, trial_flops
+from sweeps.cobatch import (AUTO_COBATCH, AUTO_ROWS, SMALL_TRIAL_FLOPS, auto_cobatch, cobatch_limit, describe, max_cobatch,
+                            trial_flops)
 from sweeps.driver import SweepDriver, build_trial_config
 from sweeps.spec import load_spec, parse_spec, spec_digest, spec_to_dict
 from workers.backend import InProcessBackend
@@ -56,10 +57,10 @@ def _run(tmp_path, spec) -> tuple[list, list[int]]:
     return optuna.load_study(study_name=spec.name, storage=storage).trials, backend.sizes
 
 
-@pytest.mark.parametrize("method, expected", [("random", AUTO_COBATCH), ("grid", AUTO_COBATCH),
-                                              ("qmc", AUTO_COBATCH), ("tpe", 1), ("cmaes", 1), ("gp", 1)])
+@pytest.mark.parametrize("method, expected", [("random", AUTO_ROWS), ("grid", AUTO_ROWS),
+                                              ("qmc", AUTO_ROWS), ("tpe", 1), ("cmaes", 1), ("gp", 1)])
 def test_auto_cobatches_only_for_samplers_that_ignore_results(tmp_path, method, expected):
-    spec = _spec(tmp_path, method=method)
+    spec = _spec(tmp_path, method=method)  # one restart per trial: jobs of up to AUTO_ROWS trials
     assert spec.cobatch == "auto" and max_cobatch(spec) == expected
     assert f"up to {expected} same-shape" in describe(spec) if expected > 1 else "1 trial per job" in describe(spec)
     assert max_cobatch(_spec(tmp_path, method=method, cobatch=3)) == 3  # a number holds for any sampler
@@ -72,8 +73,29 @@ def test_auto_leaves_large_trials_alone(tmp_path):
     large = build_trial_config(spec, 1, {"width": 50, "depth": 2, "activation": "tanh", "optimizer": "adam",
                                          "lr": 0.01, "restarts": 10, "epochs": 500}, (1, 1)).train
     assert trial_flops(small, 80) < SMALL_TRIAL_FLOPS < trial_flops(large, 80)
-    assert cobatch_limit(spec, small, 80) == AUTO_COBATCH and cobatch_limit(spec, large, 80) == 1
+    assert cobatch_limit(spec, small, 80) == AUTO_ROWS and cobatch_limit(spec, large, 80) == 1
     assert cobatch_limit(_spec(tmp_path, cobatch=4), large, 80) == 4
+
+
+@pytest.mark.parametrize("restarts, expected", [(1, 32), (2, 16), (3, 10), (4, 8), (5, 8), (10, 8), (100, 8)])
+def test_auto_fills_a_job_of_small_trials_to_32_restarts_and_never_below_8_trials(tmp_path, restarts, expected):
+    assert (AUTO_COBATCH, AUTO_ROWS) == (8, 32) and auto_cobatch(restarts) == expected
+    spec = _spec(tmp_path, restarts=restarts)
+    assert max_cobatch(spec) == expected  # the window: 2 x slots x this + 1
+    train = build_trial_config(spec, 0, {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01,
+                                         "restarts": restarts, "epochs": 30}, (1, 1)).train
+    assert cobatch_limit(spec, train, 80) == expected
+
+
+def test_auto_sizes_the_window_for_the_fewest_restarts_a_trial_may_have(tmp_path):
+    text = SPEC.format(method="random", cobatch="auto", restarts=1, epochs=30, tol=0.0,
+                       lr="{distribution: log_uniform_values, min: 0.001, max: 0.1}")
+    ranged = load_spec(write_spec(tmp_path, name="cb", text=text.replace("{value: 1}", "{min: 2, max: 10}")))
+    chosen = load_spec(write_spec(tmp_path, name="cb", text=text.replace("{value: 1}", "{values: [10, 4]}")))
+    assert max_cobatch(ranged) == 16 and max_cobatch(chosen) == 8
+    train = build_trial_config(ranged, 0, {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01,
+                                           "restarts": 5, "epochs": 30}, (1, 1)).train
+    assert cobatch_limit(ranged, train, 80) == 8  # a 5-restart trial's job: 8 trials (40 restarts)
 
 
 def test_auto_shares_jobs_and_every_trial_keeps_its_numbers(tmp_path):
