@@ -38,6 +38,12 @@ def _spec(tmp_path, method="random", cobatch="auto", restarts=1, epochs=30, tol=
     return load_spec(write_spec(tmp_path, name="cb", text=text))
 
 
+def _train(spec, **knobs):
+    """The training recipe of a trial of ``spec`` with these knob values (a small one by default)."""
+    params = {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01, "restarts": 1, "epochs": 30, **knobs}
+    return build_trial_config(spec, 0, params, (1, 1)).train
+
+
 class JobSizes(InProcessBackend):
     """The in-process backend, recording how many trials each job holds."""
 
@@ -68,10 +74,7 @@ def test_auto_cobatches_only_for_samplers_that_ignore_results(tmp_path, method, 
 
 def test_auto_leaves_large_trials_alone(tmp_path):
     spec = _spec(tmp_path)
-    small = build_trial_config(spec, 0, {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01,
-                                         "restarts": 1, "epochs": 30}, (1, 1)).train
-    large = build_trial_config(spec, 1, {"width": 50, "depth": 2, "activation": "tanh", "optimizer": "adam",
-                                         "lr": 0.01, "restarts": 10, "epochs": 500}, (1, 1)).train
+    small, large = _train(spec), _train(spec, width=50, depth=2, restarts=10, epochs=500)
     assert trial_flops(small, 80) < SMALL_TRIAL_FLOPS < trial_flops(large, 80)
     assert cobatch_limit(spec, small, 80) == AUTO_ROWS and cobatch_limit(spec, large, 80) == 1
     assert cobatch_limit(_spec(tmp_path, cobatch=4), large, 80) == 4
@@ -82,9 +85,7 @@ def test_auto_fills_a_job_of_small_trials_to_32_restarts_and_never_below_8_trial
     assert (AUTO_COBATCH, AUTO_ROWS) == (8, 32) and auto_cobatch(restarts) == expected
     spec = _spec(tmp_path, restarts=restarts)
     assert max_cobatch(spec) == expected  # the window: 2 x slots x this + 1
-    train = build_trial_config(spec, 0, {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01,
-                                         "restarts": restarts, "epochs": 30}, (1, 1)).train
-    assert cobatch_limit(spec, train, 80) == expected
+    assert cobatch_limit(spec, _train(spec, restarts=restarts), 80) == expected
 
 
 def test_auto_sizes_the_window_for_the_fewest_restarts_a_trial_may_have(tmp_path):
@@ -93,9 +94,7 @@ def test_auto_sizes_the_window_for_the_fewest_restarts_a_trial_may_have(tmp_path
     ranged = load_spec(write_spec(tmp_path, name="cb", text=text.replace("{value: 1}", "{min: 2, max: 10}")))
     chosen = load_spec(write_spec(tmp_path, name="cb", text=text.replace("{value: 1}", "{values: [10, 4]}")))
     assert max_cobatch(ranged) == 16 and max_cobatch(chosen) == 8
-    train = build_trial_config(ranged, 0, {"width": 4, "activation": "tanh", "optimizer": "adam", "lr": 0.01,
-                                           "restarts": 5, "epochs": 30}, (1, 1)).train
-    assert cobatch_limit(ranged, train, 80) == 8  # a 5-restart trial's job: 8 trials (40 restarts)
+    assert cobatch_limit(ranged, _train(ranged, restarts=5), 80) == 8  # a 5-restart trial's job: 8 trials (40 restarts)
 
 
 def test_auto_shares_jobs_and_every_trial_keeps_its_numbers(tmp_path):
