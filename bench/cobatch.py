@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from gpu import train  # noqa: E402  (bench/gpu.py: one stack trained to the end, timed)
 from models import load_dataset  # noqa: E402
 from models.config import TrainConfig  # noqa: E402
-from models.training import StackTrainer  # noqa: E402
 from sweeps.cobatch import trial_flops  # noqa: E402
 
 # (width, depth, restarts, epochs)
@@ -34,15 +33,7 @@ def config(i: int, width: int, depth: int, restarts: int, epochs: int) -> TrainC
 
 def job_seconds(configs: list[TrainConfig], data, reps: int) -> float:
     """The fastest of ``reps`` trainings of ``configs`` as one job (results read, as a worker does)."""
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        trainer = StackTrainer(configs, data)
-        trainer.advance(None)
-        for i in range(len(configs)):
-            trainer.result(i)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(train(configs, data, "cpu")[0] for _ in range(reps))
 
 
 def main() -> None:
